@@ -1,0 +1,46 @@
+# protkit front door: `make demo`, `make test`.  Everything installs into .venv from requirements/lock.txt.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# GPU users: make install TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH_INDEX ?=
+CORES ?= 2
+
+.PHONY: install test test-fast test-all demo bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements/lock.txt requirements/esm.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "pip==26.3" "setuptools==84.2.1"
+	$(if $(TORCH_INDEX),$(BIN)/pip install -q --no-deps --index-url $(TORCH_INDEX) "torch==2.13.0",)
+	$(BIN)/pip install -q --no-deps -r requirements/lock.txt
+	$(BIN)/pip install -q --no-deps -r requirements/esm.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -c "import protkit, esm, torchao, snakemake; print('protkit environment ready:', protkit.__version__)"
+	touch $(STAMP)
+
+# Default suite: everything except tests marked slow (about 15 minutes on 2 cores).
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+# Everything, including real-size models and the SLURM integration test (needs root for SLURM).
+test-all: install
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/python -m protkit.demo --cores $(CORES)
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+# Re-resolve the lock from requirements/top.txt in a scratch venv.
+lock:
+	rm -rf /tmp/protkit-lock && $(PYTHON) -m venv /tmp/protkit-lock
+	/tmp/protkit-lock/bin/pip install -q -r requirements/top.txt
+	( head -3 requirements/lock.txt; /tmp/protkit-lock/bin/pip freeze | grep -v '^esm==' | sed 's/+cpu//' ) > requirements/lock.new && mv requirements/lock.new requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) .snakemake results resources

@@ -1,0 +1,1 @@
+"""Models: the ESMC teacher and the ProtHash student."""
