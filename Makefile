@@ -30,8 +30,16 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -q
 
+# The whole pipeline on the offline demo (random teacher, real proteome from the pyhmmer wheel).
 demo: install
-	$(BIN)/python -m protkit.demo --cores $(CORES)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores 1 --configfile config/demo.yaml --report results/report.html
+	@echo
+	@echo "Demo finished (figures are mechanics, not biology: the teacher has random weights)."
+	@echo "  report:      results/report.html   (per variant: results/eval/<variant>/report.md)"
+	@echo "  summary:     results/eval/summary.tsv"
+	@echo "  embeddings:  results/embeddings/<model>/PKSI.parquet"
+	@ls results/embeddings/*/PKSI.parquet
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

@@ -71,13 +71,12 @@ def encode_one(sequence: str, max_length: int | None = None) -> list[int]:
     """Token ids of one sequence, ``[CLS, residues..., EOS]``, truncated to ``max_length``
     tokens by dropping residues at the C-terminal end (CLS and EOS are always kept)."""
     keep = max_residues(max_length)
-    if keep is not None:
-        sequence = sequence[:keep]
-    if _FAST_OK.fullmatch(sequence):
-        residues = _LUT[np.frombuffer(sequence.encode("ascii"), dtype=np.uint8)]
+    if _FAST_OK.fullmatch(sequence):  # one character per token: truncate the text
+        residues = _LUT[np.frombuffer(sequence[:keep].encode("ascii"), dtype=np.uint8)]
         return [CLS_ID, *residues.tolist(), EOS_ID]
+    # Special strings such as "<mask>" span several characters: truncate the ids, not the text.
     ids = esm_tokenizer().encode(sequence.replace("_", "<mask>"), add_special_tokens=True)
-    if keep is not None and len(ids) > keep + 2:  # special strings in the text can change the count
+    if keep is not None and len(ids) > keep + 2:
         ids = ids[: keep + 1] + [EOS_ID]
     return ids
 

@@ -1,0 +1,81 @@
+"""Shared fixtures: the real protein data in ../shared/data and an offline Hugging Face cache."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import pytest
+
+if TYPE_CHECKING:
+    from protkit.fasta import FastaRecord
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root (holds requirements/, envs/, protkit/)."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real DeepLoc FASTA files); the test is skipped when it is absent."""
+    fastas = sorted(SHARED_DATA.glob("*.fasta")) if SHARED_DATA.is_dir() else []
+    if not fastas:
+        pytest.skip(f"real protein data absent: {SHARED_DATA} has no *.fasta files")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_fastas(shared_data: Path) -> list[Path]:
+    """The ``*.fasta`` files of ``../shared/data``, sorted by name."""
+    return sorted(shared_data.glob("*.fasta"))
+
+
+@pytest.fixture(scope="session")
+def shared_records(shared_fastas: list[Path]) -> list[FastaRecord]:
+    """Every record of every ``../shared/data/*.fasta`` file, in file order (read once)."""
+    from protkit.fasta import read_fasta
+
+    return [record for path in shared_fastas for record in read_fasta(path)]
+
+
+HubCache = Callable[[str, dict[str, Path]], Path]
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubCache:
+    """An offline Hugging Face Hub whose cache is a temporary directory.
+
+    Returns ``add(repo_id, {path_in_repo: local_file}) -> snapshot_dir``, which lays the files out
+    as huggingface_hub does (``models--org--name/snapshots/<commit>/...`` plus ``refs/main``).
+    Both the environment variables and ``huggingface_hub.constants`` are patched, because
+    huggingface_hub reads ``HF_HUB_OFFLINE``/``HF_HUB_CACHE`` once, at import time.
+    """
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+
+    def add(repo_id: str, files: dict[str, Path]) -> Path:
+        commit = hashlib.sha1(repo_id.encode()).hexdigest()  # any 40-hex revision
+        repo_dir = cache / f"models--{repo_id.replace('/', '--')}"
+        snapshot = repo_dir / "snapshots" / commit
+        for path_in_repo, source in files.items():
+            target = snapshot / path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+        (repo_dir / "refs" / "main").write_text(commit)
+        return snapshot
+
+    return add

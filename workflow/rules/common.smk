@@ -1,0 +1,182 @@
+# Config validation, path templates, input functions and resource functions: the one place where
+# rules look things up in config.
+import os
+import re
+
+import protkit.config as pkcfg
+
+try:
+    pkcfg.validate(config)
+except pkcfg.ConfigError as err:
+    raise WorkflowError(str(err))
+
+DATASET = config["dataset"]
+VARIANTS = list(config["variants"])
+EMBED = config["embed"]
+RES = config["resources"]
+
+SEQUENCES = f"results/data/{DATASET}/sequences.parquet"
+FILTER_REPORT = f"results/data/{DATASET}/filter_report.json"
+RAW_TABLE = f"resources/datasets/{DATASET}/raw.parquet"
+RANDOM_TEACHER = "resources/teachers/{teacher}/weights.safetensors"
+CACHE_MANIFEST = "results/teacher/{teacher}/{dataset}/manifest.json"
+MODEL_DIR = "results/models/{variant}"
+MODEL_WEIGHTS = MODEL_DIR + "/model.safetensors"
+INT8_MARKER = MODEL_DIR + "/int8/quantization.json"
+CHECKPOINT_DIR = "results/checkpoints/{variant}"
+EVAL_DIR = "results/eval/{variant}"
+EVAL_SUMMARY = "results/eval/summary.tsv"
+EMBED_SHARD = "results/embeddings/{model}/{name}/shard-{shard}-of-{nshards}.parquet"
+EMBED_OUT = "results/embeddings/{model}/{name}.parquet"
+
+
+wildcard_constraints:
+    variant="|".join(map(re.escape, VARIANTS)) if VARIANTS else "$^",
+    teacher="[A-Za-z0-9_.-]+",
+    dataset="[A-Za-z0-9_.-]+",
+    model="[A-Za-z0-9_.-]+",
+    name="[A-Za-z0-9_.-]+",
+    shard=r"\d+",
+    nshards=r"\d+",
+
+
+localrules:
+    all,
+    data,
+    teacher_caches,
+    models,
+    evaluation,
+    embeddings,
+    download,
+    random_teacher,
+    eval_summary,
+    embed_gather,
+
+
+# --- look-ups ---------------------------------------------------------------------------------
+def used_teachers():
+    return sorted({v["teacher"] for v in config["variants"].values()})
+
+
+def cache_manifest(teacher):
+    return CACHE_MANIFEST.format(teacher=teacher, dataset=DATASET)
+
+
+def variant_teacher(wildcards):
+    return config["variants"][wildcards.variant]["teacher"]
+
+
+def variant_cache(wildcards):
+    return cache_manifest(variant_teacher(wildcards))
+
+
+def teacher_weights_spec(teacher):
+    """What protkit loads: a preset name (Hub), a local path, or the random teacher file."""
+    weights = config["teachers"][teacher]["weights"]
+    return RANDOM_TEACHER.format(teacher=teacher) if weights == "random" else weights
+
+
+def teacher_config(wildcards):
+    return config["teachers"][wildcards.teacher]
+
+
+def teacher_random_config(wildcards):
+    return config["teachers"][wildcards.teacher]["random"]
+
+
+def teacher_weights(wildcards):
+    return teacher_weights_spec(wildcards.teacher)
+
+
+def variant_config(wildcards):
+    return config["variants"][wildcards.variant]
+
+
+def teacher_weights_input(wildcards):
+    """Local weight files are inputs (a change reruns the cache); Hub presets are not."""
+    spec = teacher_weights_spec(wildcards.teacher)
+    return [spec] if spec.startswith("resources/") or os.path.exists(spec) else []
+
+
+def variant_teacher_weights(wildcards):
+    return teacher_weights_spec(variant_teacher(wildcards))
+
+
+def filter_inputs(wildcards):
+    data = config["data"]
+    if data["source"] == "hub":
+        return [RAW_TABLE]
+    return [str(pkcfg.resolve_data_path(p)) for p in data["paths"]]
+
+
+def embed_input_fasta(wildcards):
+    return str(pkcfg.resolve_data_path(EMBED["inputs"][wildcards.name]))
+
+
+def embed_model_inputs(wildcards):
+    variant = pkcfg.variant_of(wildcards.model)
+    files = [MODEL_WEIGHTS.format(variant=variant)]
+    if pkcfg.is_int8(wildcards.model):
+        files.append(INT8_MARKER.format(variant=variant))
+    return files
+
+
+def embed_model_dir(wildcards):
+    return MODEL_DIR.format(variant=pkcfg.variant_of(wildcards.model))
+
+
+def embed_model_is_int8(wildcards):
+    return pkcfg.is_int8(wildcards.model)
+
+
+def embed_shards(wildcards):
+    n = EMBED["shards"]
+    return expand(EMBED_SHARD, model=wildcards.model, name=wildcards.name, shard=range(n), nshards=n)
+
+
+def embedding_targets():
+    return expand(EMBED_OUT, model=EMBED["models"], name=list(EMBED["inputs"]))
+
+
+def all_targets():
+    return [
+        SEQUENCES,
+        *[cache_manifest(t) for t in used_teachers()],
+        *expand(MODEL_WEIGHTS, variant=VARIANTS),
+        *expand(INT8_MARKER, variant=VARIANTS),
+        EVAL_SUMMARY,
+        *embedding_targets(),
+    ]
+
+
+# --- resources ----------------------------------------------------------------------------------
+def gpu_resources():
+    """gpu / gpu_model for GPU rules, from config.resources (none when gpu is 0)."""
+    res = {}
+    if RES["gpu"] > 0:
+        res["gpu"] = RES["gpu"]
+        if RES["gpu_model"]:
+            res["gpu_model"] = RES["gpu_model"]
+    return res
+
+
+def input_mb(input):
+    return sum(os.path.getsize(f) for f in input if os.path.isfile(f)) / 1e6
+
+
+def gpu_mem_mb(wildcards, input, attempt):
+    """Base memory plus 4x the input size, doubled on each retry (an OOM kill asks for more)."""
+    return int((RES["mem_mb_base"] + 4 * input_mb(input)) * 2 ** (attempt - 1))
+
+
+def gpu_runtime(wildcards, input, attempt):
+    """Minutes: base plus 1 min per 10 MB of input, doubled on each retry."""
+    return int((RES["runtime_base"] + input_mb(input) / 10) * 2 ** (attempt - 1))
+
+
+def cpu_mem_mb(wildcards, input, attempt):
+    return int((2000 + 3 * input_mb(input)) * 2 ** (attempt - 1))
+
+
+def cpu_runtime(wildcards, input, attempt):
+    return int((30 + input_mb(input) / 20) * 2 ** (attempt - 1))

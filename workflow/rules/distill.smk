@@ -1,0 +1,29 @@
+# Stage 3: ProtHash distillation from the teacher cache (never runs the teacher), optional QAT.
+# Checkpoints go to results/checkpoints/{variant}/, which is not an output, so a killed job re-run
+# resumes instead of starting over. Changing one variant's settings reruns only that variant.
+
+
+rule distill:
+    input:
+        sequences=SEQUENCES,
+        cache=variant_cache,
+    output:
+        weights=MODEL_WEIGHTS,
+        config=MODEL_DIR + "/config.json",
+        summary=MODEL_DIR + "/training_summary.json",
+    params:
+        variant=variant_config,
+        checkpoints=CHECKPOINT_DIR,
+        tensorboard="results/{variant}/tensorboard",
+        device=config["device"],
+    threads: RES["cpus_per_gpu_job"]
+    resources:
+        **gpu_resources(),
+        mem_mb=gpu_mem_mb,
+        runtime=gpu_runtime,
+    log:
+        "logs/distill/{variant}.log",
+    benchmark:
+        "benchmarks/distill/{variant}.tsv"
+    script:
+        "../scripts/distill.py"

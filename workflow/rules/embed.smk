@@ -1,0 +1,37 @@
+# Stage 6: embedding of users' FASTA files, scattered into embed.shards jobs per file and gathered
+# in FASTA order. A re-run after a crash redoes only the missing shards.
+
+
+rule embed_shard:
+    input:
+        fasta=embed_input_fasta,
+        model=embed_model_inputs,
+    output:
+        EMBED_SHARD,
+    params:
+        settings=EMBED,
+        model_dir=embed_model_dir,
+        int8=embed_model_is_int8,
+        device=config["device"],
+    threads: RES["cpus_per_gpu_job"]
+    resources:
+        **gpu_resources(),
+        mem_mb=gpu_mem_mb,
+        runtime=gpu_runtime,
+    log:
+        "logs/embed/{model}/{name}-{shard}-of-{nshards}.log",
+    benchmark:
+        "benchmarks/embed/{model}/{name}-{shard}-of-{nshards}.tsv"
+    script:
+        "../scripts/embed_shard.py"
+
+
+rule embed_gather:
+    input:
+        embed_shards,
+    output:
+        EMBED_OUT,
+    log:
+        "logs/embed/{model}/{name}-gather.log",
+    script:
+        "../scripts/embed_gather.py"

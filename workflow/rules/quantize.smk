@@ -1,0 +1,18 @@
+# Stage 4: int8 quantization (torchao) of each trained student.
+
+
+rule quantize:
+    input:
+        weights=MODEL_WEIGHTS,
+        config=MODEL_DIR + "/config.json",
+    output:
+        INT8_MARKER,
+    params:
+        method=config["quantize"]["method"],
+    resources:
+        mem_mb=cpu_mem_mb,
+        runtime=cpu_runtime,
+    log:
+        "logs/quantize/{variant}.log",
+    script:
+        "../scripts/quantize.py"
