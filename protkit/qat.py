@@ -40,7 +40,8 @@ class QATSettings:
             if name in data and not isinstance(data[name], bool):
                 raise ValueError(f"{key}.{name} must be true or false, got {data[name]!r}")
         group_size = data.get("group_size", cls.group_size)
-        if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+        valid = isinstance(group_size, int) and not isinstance(group_size, bool) and group_size > 0
+        if group_size is not None and not valid:
             raise ValueError(f"{key}.group_size must be a positive integer or null, got {group_size!r}")
         return cls(**data)
 
@@ -54,7 +55,8 @@ def validate_group_size(model: ProtHash, settings: QATSettings, key: str = "qat"
     """Raise naming ``{key}.group_size`` when it does not divide a block linear's in_features."""
     if settings.group_size is None:
         return
-    bad = {name: lin.in_features for name, lin in encoder_linears(model).items() if lin.in_features % settings.group_size}
+    linears = encoder_linears(model).items()
+    bad = {name: lin.in_features for name, lin in linears if lin.in_features % settings.group_size}
     if bad:
         widths = sorted(set(bad.values()))
         raise ValueError(

@@ -38,9 +38,18 @@ def resolve_weights(source: str | Path) -> Path:
     name = str(source)
     if name in HUB_WEIGHTS:
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
 
         hub = HUB_WEIGHTS[name]
-        return Path(hf_hub_download(repo_id=hub.repo_id, filename=hub.filename))
+        try:
+            return Path(hf_hub_download(repo_id=hub.repo_id, filename=hub.filename))
+        except LocalEntryNotFoundError as error:  # offline (HF_HUB_OFFLINE=1 or no network), not cached
+            raise FileNotFoundError(
+                f"ESMC weights {name!r} ({hub.repo_id}, {hub.filename}) are not in the Hugging Face cache "
+                f"and the Hub cannot be reached. On a machine with internet access run "
+                f"`hf download {hub.repo_id} {hub.filename}` with the same HF_HOME/HF_HUB_CACHE, "
+                f"or pass a local .pth/.safetensors file instead of {name!r}."
+            ) from error
     path = Path(source)
     if path.is_file():
         return path

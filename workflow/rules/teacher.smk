@@ -22,6 +22,7 @@ rule teacher_cache:
     params:
         teacher=teacher_config,
         weights=teacher_weights,
+        max_length=config["data"]["max_length"] + 2,  # tokens: residues + CLS + EOS
         device=config["device"],
     threads: RES["cpus_per_gpu_job"]
     resources:

@@ -1,0 +1,1 @@
+"""protkit benchmark suite (``make bench`` runs ``benchmarks/run_all.py``); see docs/benchmarks.md."""

@@ -1,0 +1,176 @@
+"""B1 teacher: protkit's ESMC against esm's own ``ESMC`` with identical random weights.
+
+esm one sequence at a time and esm in fixed-size padded batches (input order), both under
+``torch.no_grad`` as esm's own ``ESMC.logits`` runs; protkit in length-sorted token-budget batches
+under ``torch.inference_mode`` as protkit's cache and embed stages run. Tokenization (identical
+ids) is done once beforehand for all three. The parity error is the largest relative L2 distance,
+over every residue position, between protkit's and esm's last hidden state (after the final norm).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from benchmarks.common import (
+    Goal, Result, Table, device_name, forward_flops, interleaved, length_summary, matmul_peak,
+    max_relative_l2, nonembedding_params, rate, residues, sample_proteins, spread, strided_rounds, tokenize,
+)
+from protkit.batching import chunks, token_budget_batches
+from protkit.models.esmc import ESMC, ESMC_PRESETS, ESMCConfig
+from protkit.tokenize import pad_batch
+
+KEY, TITLE = "B1", "teacher: protkit ESMC vs esm ESMC (300M, fp32)"
+GOAL = 1.2
+PARITY_TOL = 1e-4  # largest relative L2 error tolerated at any residue position (fp32)
+
+
+@dataclass(frozen=True)
+class Settings:
+    config: ESMCConfig
+    n_sequences: int
+    max_residues: int  # only proteins up to this length are sampled (CPU budget)
+    esm_batch: int
+    max_tokens: int  # protkit's padded-token budget per batch
+    rounds: int
+    matmul_n: int
+
+
+FULL = Settings(ESMC_PRESETS["esmc_300m"], 64, 256, 8, 2048, 4, 2048)
+QUICK = Settings(ESMCConfig(d_model=64, n_heads=1, n_layers=2), 8, 64, 4, 256, 2, 256)
+
+Hidden = list[torch.Tensor]  # one (residues, D) tensor per sequence, on the CPU
+
+
+def build_models(config: ESMCConfig, device: torch.device) -> tuple[torch.nn.Module, ESMC]:
+    """esm's ESMC with seeded random weights and protkit's ESMC holding the same state dict."""
+    from esm.models.esmc import ESMC as EsmESMC
+    from esm.tokenization import EsmSequenceTokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        reference = EsmESMC(
+            d_model=config.d_model, n_heads=config.n_heads, n_layers=config.n_layers,
+            tokenizer=EsmSequenceTokenizer(), use_flash_attn=False,
+        )
+    ours = ESMC(config)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    return reference.to(device).eval(), ours.to(device).eval()
+
+
+def _residue_rows(hidden: torch.Tensor, lengths: Sequence[int]) -> Hidden:
+    """Residue positions of each row (no CLS, EOS or padding).  hidden: (B, L, D)"""
+    hidden = hidden.float().cpu()
+    return [hidden[row, 1 : n - 1] for row, n in enumerate(lengths)]
+
+
+def esm_single(model: torch.nn.Module, tokens: list[list[int]], device: torch.device):
+    def run(items: Sequence[int]) -> dict[int, torch.Tensor]:
+        out = {}
+        with torch.no_grad():
+            for i in items:
+                ids = torch.tensor([tokens[i]], device=device)  # (1, L)
+                out[i] = _residue_rows(model(sequence_tokens=ids).embeddings, [len(tokens[i])])[0]
+        return out
+    return run
+
+
+def esm_batched(model: torch.nn.Module, tokens: list[list[int]], batch_size: int, device: torch.device):
+    def run(items: Sequence[int]) -> dict[int, torch.Tensor]:
+        out = {}
+        with torch.no_grad():
+            for rows in chunks(list(items), batch_size):
+                batch = pad_batch([tokens[i] for i in rows]).to(device)
+                hidden = model(sequence_tokens=batch.input_ids).embeddings  # (B, L, D)
+                out.update(zip(rows, _residue_rows(hidden, [len(tokens[i]) for i in rows])))
+        return out
+    return run
+
+
+def protkit_sorted(model: ESMC, tokens: list[list[int]], max_tokens: int, device: torch.device):
+    def run(items: Sequence[int]) -> dict[int, torch.Tensor]:
+        items = list(items)
+        out = {}
+        with torch.inference_mode():
+            for batch_rows in token_budget_batches([len(tokens[i]) for i in items], max_tokens):
+                rows = [items[b] for b in batch_rows]
+                batch = pad_batch([tokens[i] for i in rows]).to(device)
+                hidden = model(batch.input_ids, batch.attention_mask).last_hidden_state  # (B, L, D)
+                out.update(zip(rows, _residue_rows(hidden, [len(tokens[i]) for i in rows])))
+        return out
+    return run
+
+
+def parity(got: list[dict[int, torch.Tensor]], expected: list[dict[int, torch.Tensor]]) -> float:
+    """Largest per-position relative L2 error over all rounds and sequences."""
+    return max(max_relative_l2(g[i], e[i]) for g, e in zip(got, expected) for i in g)
+
+
+def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
+    s = QUICK if quick else FULL
+    proteins = sample_proteins(s.n_sequences, data_dir, max_residues=s.max_residues)
+    tokens = tokenize(proteins)
+    reference, ours = build_models(s.config, device)
+    variants = {
+        "esm, one at a time": esm_single(reference, tokens, device),
+        f"esm, padded batches of {s.esm_batch}": esm_batched(reference, tokens, s.esm_batch, device),
+        "protkit, sorted token budget": protkit_sorted(ours, tokens, s.max_tokens, device),
+    }
+    names = list(variants)
+    rounds = strided_rounds(len(tokens), s.rounds)
+    shortest = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))[:2]
+    peak = matmul_peak(device, s.matmul_n)
+    timings = interleaved(variants, rounds, [shortest], device)
+    peak_after = matmul_peak(device, s.matmul_n)
+
+    n_res = residues(tokens)
+    params = nonembedding_params(ours)
+    flops = forward_flops(params, s.config.n_layers, s.config.d_model, [len(t) for t in tokens])
+    best_esm = min(names[:2], key=timings.total)
+    errors = {name: parity(timings.outputs[name], timings.outputs[names[0]]) for name in names[1:]}
+
+    table = Table(
+        f"B1 teacher throughput, {length_summary(tokens)} (proteins of <= {s.max_residues} residues), "
+        f"{len(rounds)} interleaved rounds",
+        ["variant", "residues/s", f"speed-up vs {best_esm} (median [min-max] over rounds)",
+         "useful GFLOP/s", "% of fp32 matmul peak", "parity: max rel. L2 vs esm one at a time"],
+    )
+    for name in names:
+        seconds = timings.total(name)
+        table.rows.append([
+            name, rate(n_res / seconds),
+            spread(timings.speedups(name, best_esm)),
+            f"{flops / seconds / 1e9:.1f}", f"{100 * flops / seconds / peak:.0f}%",
+            f"{errors[name]:.1e}" if name in errors else "reference",
+        ])
+    speedup = timings.speedup(names[2], best_esm)
+    result = Result(KEY, TITLE, device_name(device), tables=[table])
+    result.goals.append(Goal(
+        f"protkit vs esm's best ({best_esm}), residues/s", GOAL, speedup,
+        condition=f"parity {errors[names[2]]:.1e} <= {PARITY_TOL:g}", condition_met=errors[names[2]] <= PARITY_TOL,
+    ))
+    result.notes += [
+        f"Model: {'esmc_300m' if not quick else 'tiny'} config {s.config.to_dict()}, seeded random weights, fp32; "
+        f"{params / 1e6:.1f}M non-embedding parameters.",
+        f"Sequences: a seeded sample of DeepLoc proteins with at most {s.max_residues} residues (a CPU budget: "
+        f"lengths otherwise as they come); protkit batches hold at most {s.max_tokens} padded tokens.",
+        f"fp32 matmul peak ({s.matmul_n}^3, best of 5): {peak / 1e9:.1f} GFLOP/s before, "
+        f"{peak_after / 1e9:.1f} GFLOP/s after the runs; percentages use the first. Useful FLOPs count "
+        "real tokens only: 2 x non-embedding parameters x tokens + 4 x L^2 x d per layer.",
+    ]
+    for name, error in errors.items():
+        result.require(error <= PARITY_TOL, f"{name}: parity error {error:.2e} exceeds {PARITY_TOL:g}")
+    return result
+
+
+if __name__ == "__main__":
+    from benchmarks import common
+
+    raise SystemExit(common.main(sys.modules[__name__]))

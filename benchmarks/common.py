@@ -1,0 +1,379 @@
+"""Shared harness of the benchmarks: the real-protein sample, interleaved timing, FLOP counts,
+correctness checks, machine description and Markdown results.
+
+Every benchmark module exposes ``run(device, quick, data_dir) -> Result``. Timings are ratios of
+variants measured side by side in one process: the work is split into rounds (strided subsets of
+the sequences, so every round has the same length mix), each variant runs once per round in a
+rotating order (A B C, B C A, C A B, ...) after one warm-up call, and a speed-up is the median
+over rounds of the per-round time ratio. Absolute numbers on shared machines are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from protkit.fasta import read_fasta
+from protkit.tokenize import encode_one
+
+log = logging.getLogger("benchmarks")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+FASTA_FILES = ("deeploc_test.fasta", "deeploc_hard.fasta")
+MAX_LENGTH = 1024  # tokens incl. CLS/EOS: 1022 residues
+SEED = 0
+
+Runner = Callable[[Sequence[int]], Any]  # runs a variant on the given item indices, returns its output
+
+
+class DataMissing(RuntimeError):
+    """The real protein data is absent: the benchmark is skipped, not failed."""
+
+
+# --- data ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Protein:
+    id: str
+    sequence: str  # upper-case, terminal '*' removed, not truncated
+
+
+@lru_cache(maxsize=4)
+def load_proteins(data_dir: Path = DATA_DIR) -> tuple[Protein, ...]:
+    """Every record of the DeepLoc FASTA files in ``data_dir``, in file order."""
+    paths = [Path(data_dir) / name for name in FASTA_FILES]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataMissing(
+            f"real protein data absent ({', '.join(missing)}); the benchmarks need "
+            f"{' and '.join(FASTA_FILES)} in {data_dir} (pass --data DIR to use another directory)"
+        )
+    return tuple(
+        Protein(record.id, record.sequence.upper().removesuffix("*"))
+        for path in paths
+        for record in read_fasta(path)
+    )
+
+
+def sample_proteins(
+    n: int,
+    data_dir: Path = DATA_DIR,
+    seed: int = SEED,
+    max_residues: int | None = None,
+    min_residues: int | None = None,
+) -> list[Protein]:
+    """A fixed, seeded sample of ``n`` proteins, in random order.
+
+    Only proteins of ``min_residues..max_residues`` residues are eligible (``None``: no bound).
+    Without replacement while ``n`` fits; when ``n`` exceeds the eligible proteins, they all come
+    first (shuffled) and the rest are drawn with replacement, so a smaller ``n`` is always a
+    prefix of a larger one with the same seed.
+    """
+    pool = [
+        p for p in load_proteins(Path(data_dir))
+        if (max_residues is None or len(p.sequence) <= max_residues)
+        and (min_residues is None or len(p.sequence) >= min_residues)
+    ]
+    if not pool:
+        raise DataMissing(f"no protein of {min_residues}..{max_residues} residues in {data_dir}")
+    rng = np.random.default_rng(seed)
+    order = list(rng.permutation(len(pool)))
+    if n > len(order):
+        order += list(rng.integers(0, len(pool), n - len(order)))
+    return [pool[i] for i in order[:n]]
+
+
+def tokenize(proteins: Sequence[Protein], max_length: int = MAX_LENGTH) -> list[list[int]]:
+    """Token ids (CLS + residues + EOS), truncated to ``max_length`` tokens."""
+    return [encode_one(p.sequence, max_length) for p in proteins]
+
+
+def residues(token_lists: Sequence[Sequence[int]], items: Sequence[int] | None = None) -> int:
+    """Residues (tokens minus CLS and EOS) of ``items`` (default: all)."""
+    rows = range(len(token_lists)) if items is None else items
+    return sum(len(token_lists[i]) - 2 for i in rows)
+
+
+def length_summary(token_lists: Sequence[Sequence[int]]) -> str:
+    """``n sequences, residues min/median/max, total``."""
+    lengths = np.array([len(t) - 2 for t in token_lists])
+    return (
+        f"{len(lengths)} sequences, {int(lengths.min())}/{int(np.median(lengths))}/{int(lengths.max())} "
+        f"residues (min/median/max), {int(lengths.sum()):,} in all"
+    )
+
+
+def strided_rounds(n_items: int, n_rounds: int) -> list[list[int]]:
+    """``n_rounds`` disjoint subsets ``i::n_rounds`` of ``range(n_items)`` (same length mix each)."""
+    n_rounds = max(1, min(n_rounds, n_items))
+    return [list(range(r, n_items, n_rounds)) for r in range(n_rounds)]
+
+
+# --- timing ----------------------------------------------------------------------------------
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timings:
+    """Seconds and outputs of each variant, one entry per round."""
+
+    seconds: dict[str, list[float]]
+    outputs: dict[str, list[Any]]
+
+    def total(self, name: str) -> float:
+        return sum(self.seconds[name])
+
+    def speedups(self, fast: str, slow: str) -> list[float]:
+        """Per-round ``time(slow) / time(fast)``."""
+        return [s / f for f, s in zip(self.seconds[fast], self.seconds[slow])]
+
+    def speedup(self, fast: str, slow: str) -> float:
+        """Median over rounds of :meth:`speedups`."""
+        return statistics.median(self.speedups(fast, slow))
+
+
+def interleaved(
+    variants: dict[str, Runner],
+    rounds: Sequence[Sequence[int]],
+    warmup: Sequence[Sequence[int]],
+    device: torch.device,
+    repeats: dict[str, int] | None = None,
+) -> Timings:
+    """Run every variant on each item list of ``warmup`` (untimed), then on each round's items in
+    a rotating order. ``repeats[name]`` > 1 runs that variant several times per round (for
+    variants much faster than the others) and keeps the median time."""
+    names = list(variants)
+    repeats = repeats or {}
+    for name in names:
+        for items in warmup:
+            variants[name](items)
+    synchronize(device)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    outputs: dict[str, list[Any]] = {name: [] for name in names}
+    for index, items in enumerate(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times = []
+            for _ in range(repeats.get(name, 1)):
+                start = time.perf_counter()
+                output = variants[name](items)
+                synchronize(device)
+                times.append(time.perf_counter() - start)
+            seconds[name].append(statistics.median(times))
+            outputs[name].append(output)
+        log.info("round %d/%d: %s", index + 1, len(rounds),
+                 ", ".join(f"{n} {seconds[n][-1]:.2f}s" for n in names))
+    return Timings(seconds, outputs)
+
+
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """This machine's fp32 matmul rate (FLOP/s): best of ``repeats`` ``n x n @ n x n`` products."""
+    generator = torch.Generator().manual_seed(SEED)
+    a = torch.randn(n, n, generator=generator).to(device)
+    b = torch.randn(n, n, generator=generator).to(device)
+    with torch.inference_mode():
+        a @ b
+        synchronize(device)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            synchronize(device)
+            best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+# --- FLOPs -----------------------------------------------------------------------------------
+def nonembedding_params(model: torch.nn.Module) -> int:
+    """Parameters outside embedding tables (each used in one multiply-add per token)."""
+    embedding = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in embedding)
+
+
+def forward_flops(params: int, n_layers: int, width: int, lengths: Sequence[int]) -> float:
+    """Useful FLOPs of forwards over sequences of ``lengths`` real tokens (no padding):
+    ``2 * params * L`` for the matmuls plus ``4 * L^2 * width`` per layer for attention."""
+    return float(sum(2 * params * n + 4 * n * n * width * n_layers for n in lengths))
+
+
+# --- correctness -----------------------------------------------------------------------------
+def max_relative_l2(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """Largest ``|got - expected| / |expected|`` over positions.  got, expected: (L, D)"""
+    got, expected = got.double(), expected.double()
+    return float(((got - expected).norm(dim=-1) / expected.norm(dim=-1).clamp_min(1e-12)).max())
+
+
+def cosines(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Row-wise cosine similarity of two ``(N, D)`` arrays.  # (N,)"""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-300)
+
+
+# --- results ---------------------------------------------------------------------------------
+@dataclass
+class Goal:
+    """A speed-up goal: ``measured >= target`` and, if given, a side condition (parity, cosine)."""
+
+    name: str
+    target: float
+    measured: float | None
+    condition: str = ""
+    condition_met: bool = True
+
+    @property
+    def passed(self) -> bool:
+        return self.measured is not None and self.measured >= self.target and self.condition_met
+
+    def row(self) -> list[str]:
+        measured = "n/a" if self.measured is None else ratio(self.measured)
+        condition = self.condition + ("" if self.condition_met or not self.condition else " (not met)")
+        return [self.name, f">= {self.target:g}x", measured, condition or "-", "PASS" if self.passed else "MISS"]
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.header) + " |",
+                 "|" + "|".join(" --- " for _ in self.header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+@dataclass
+class Result:
+    key: str  # "B1"
+    title: str
+    device: str = "cpu"
+    tables: list[Table] = field(default_factory=list)
+    goals: list[Goal] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    status: str = "ok"  # ok | skipped | failed
+    message: str = ""
+    seconds: float = 0.0
+
+    def require(self, ok: bool, message: str) -> None:
+        """Record a failed correctness check: the tables are kept, the benchmark fails."""
+        if not ok:
+            log.error("%s correctness check failed: %s", self.key, message)
+            self.status = "failed"
+            self.message = "; ".join(filter(None, [self.message, f"correctness check failed: {message}"]))
+
+    def markdown(self, machine_line: str, command: str, date: str) -> str:
+        lines = [f"## {self.key} {self.title} ({self.device})", "",
+                 f"{machine_line}; `{command}`; {date}; took {self.seconds:.0f} s.", ""]
+        if self.status == "skipped":
+            return "\n".join(lines + [f"SKIPPED: {self.message}", ""])
+        if self.status == "failed":
+            lines += [f"FAILED: {self.message}", ""]
+        for table in self.tables:
+            lines += [table.markdown(), ""]
+        if self.goals:
+            goals = Table("Goals", ["goal", "target", "measured", "condition", "result"], [g.row() for g in self.goals])
+            lines += [goals.markdown(), ""]
+        lines += [f"- {note}" for note in self.notes]
+        return "\n".join(lines).rstrip() + "\n"
+
+
+def ratio(value: float) -> str:
+    return f"{value:.2f}x" if value < 100 else f"{value:.0f}x"
+
+
+def rate(value: float) -> str:
+    """Residues (or tokens) per second, 3 significant digits."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def spread(values: Sequence[float]) -> str:
+    """``median [min-max]`` of per-round speed-ups."""
+    return f"{ratio(statistics.median(values))} [{min(values):.2f}-{max(values):.2f}]"
+
+
+# --- machine ---------------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return "cpu"
+
+
+def machine_line(device: torch.device) -> str:
+    """CPU model, cores, torch version and device, for the header of every table."""
+    import torchao
+
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), "
+        f"torch {torch.__version__}, torchao {torchao.__version__}, Python {platform.python_version()}, "
+        f"device {device_name(device)}"
+    )
+
+
+def today() -> str:
+    return dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def devices() -> list[torch.device]:
+    """CPU always; CUDA too when a GPU is present."""
+    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+
+
+# --- entry point for one benchmark -----------------------------------------------------------
+def execute(module: ModuleType, device: torch.device, quick: bool, data_dir: Path) -> Result:
+    """``module.run`` with its wall time: data absence -> ``skipped``; a failed correctness check or
+    any other error -> ``failed`` (with the message; the traceback is logged)."""
+    start = time.perf_counter()
+    try:
+        result = module.run(device, quick, data_dir)
+    except DataMissing as err:
+        result = Result(module.KEY, module.TITLE, device_name(device), status="skipped", message=str(err))
+    except Exception as err:  # reported in the document and the exit status, never hidden
+        log.exception("%s failed on %s", module.KEY, device)
+        result = Result(module.KEY, module.TITLE, device_name(device), status="failed",
+                        message=f"{type(err).__name__}: {err}")
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
+    """``python benchmarks/bN_*.py [--quick] [--data DIR]``: run one benchmark on every device and
+    print its tables; exit status 1 when it failed."""
+    parser = argparse.ArgumentParser(description=f"{module.KEY}: {module.TITLE}")
+    parser.add_argument("--quick", action="store_true", help="tiny models and sizes (smoke run)")
+    parser.add_argument("--data", type=Path, default=DATA_DIR, help=f"directory of {' and '.join(FASTA_FILES)}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    failed = False
+    for device in devices():
+        result = execute(module, device, args.quick, args.data)
+        print(result.markdown(machine_line(device), command, today()))
+        failed |= result.status == "failed"
+    return int(failed)

@@ -1,0 +1,352 @@
+"""Evaluation of a distilled student on held-out sequences.
+
+Per model (``fp32``, ``int8``, and the baselines ``untrained`` — same config and init seed as the
+distillation's initial model — and ``composition`` — ridge regression from amino-acid composition
+to the teacher's vectors, fitted on the train split) and per pooling:
+
+- cosine between the model's teacher-space pooled vector and the teacher's: mean, median, p5,
+  min, overall and by length bin;
+- ``recall@k``: the share of each held-out sequence's k nearest teacher-space neighbours (cosine,
+  among the held-out set) that are also among its k nearest in the model's space.
+
+Also the int8-vs-fp32 cosine, and throughput (residues/s) of the teacher and both students,
+measured on the same sequences with the same token-budget batching. :func:`evaluate` works on
+in-memory inputs; :func:`evaluate_variant` is the file-level stage; :mod:`protkit.report` writes
+``metrics.json``, ``report.md`` and the plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from protkit.embed import Forward, pooled_embeddings, student_forward
+from protkit.models.esmc import ESMC
+from protkit.models.prothash import ProtHash, ProtHashConfig
+from protkit.report import summarize, write_report
+from protkit.tokenize import encode_one
+
+log = logging.getLogger(__name__)
+
+LENGTH_BINS: tuple[tuple[int, float, str], ...] = (
+    (0, 100, "<100"),
+    (100, 300, "100-300"),
+    (300, 600, "300-600"),
+    (600, 1000, "600-1000"),
+    (1000, math.inf, ">=1000"),
+)
+COMPOSITION_ALPHABET = "ACDEFGHIKLMNPQRSTVWY" + "XBZUO"
+MODELS = ("fp32", "int8", "untrained", "composition")
+
+__all__ = ["Split", "Evaluation", "evaluate", "evaluate_variant", "summarize", "untrained_student"]
+
+
+@dataclass
+class Split:
+    """Sequences with their teacher vectors ``{pooling: (N, D) float32}``."""
+
+    ids: list[str]
+    sequences: list[str]
+    teacher: dict[str, np.ndarray]
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    cosines: dict[str, dict[str, np.ndarray]]  # model -> pooling -> (N,) per held-out sequence
+    lengths: np.ndarray  # (N,) residues
+
+
+# --- metrics ---------------------------------------------------------------------------------
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of ``a (N, D)`` and ``b (N, D)``.  # (N,)"""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
+
+
+def describe(values: np.ndarray) -> dict:
+    """mean, median, p5, min and n of per-sequence values (None when empty)."""
+    if len(values) == 0:
+        return {"n": 0, "mean": None, "median": None, "p5": None, "min": None}
+    return {
+        "n": int(len(values)),
+        "mean": float(np.mean(values)),
+        "median": float(np.median(values)),
+        "p5": float(np.percentile(values, 5)),
+        "min": float(np.min(values)),
+    }
+
+
+def by_length(values: np.ndarray, lengths: np.ndarray) -> dict[str, dict]:
+    """:func:`describe` per length bin (residues) of :data:`LENGTH_BINS`."""
+    return {label: describe(values[(lengths >= lo) & (lengths < hi)]) for lo, hi, label in LENGTH_BINS}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def nearest_neighbours(vectors: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Indices of each row's ``k`` nearest other rows by cosine.  # (N, k), unordered"""
+    unit = _unit(vectors)
+    out = np.empty((len(unit), k), dtype=np.int64)
+    for start in range(0, len(unit), chunk):
+        sims = unit[start : start + chunk] @ unit.T  # (C, N)
+        rows = np.arange(sims.shape[0])
+        sims[rows, start + rows] = -np.inf  # not itself
+        out[start : start + chunk] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    return out
+
+
+def neighbour_recall(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> float | None:
+    """Mean share of each row's ``k`` nearest neighbours in ``reference`` space that are also among
+    its ``k`` nearest in ``candidate`` space (k is capped at N - 1; None if N < 2)."""
+    k = min(k, len(reference) - 1)
+    if k < 1:
+        return None
+    ref, cand = nearest_neighbours(reference, k), nearest_neighbours(candidate, k)
+    hits = [len(np.intersect1d(r, c, assume_unique=True)) for r, c in zip(ref, cand)]
+    return float(np.mean(hits) / k)
+
+
+# --- composition baseline ----------------------------------------------------------------------
+def composition_features(sequences: Sequence[str]) -> np.ndarray:
+    """Frequencies of the 20 standard amino acids and X B Z U O, plus log length.  # (N, 26)"""
+    lut = np.full(256, len(COMPOSITION_ALPHABET), dtype=np.int64)  # other characters: not counted
+    for i, aa in enumerate(COMPOSITION_ALPHABET):
+        lut[ord(aa)] = i
+    features = np.zeros((len(sequences), len(COMPOSITION_ALPHABET) + 1))
+    for row, seq in enumerate(sequences):
+        codes = lut[np.frombuffer(seq.upper().encode("ascii", "replace"), dtype=np.uint8)]
+        counts = np.bincount(codes, minlength=len(COMPOSITION_ALPHABET) + 1)[: len(COMPOSITION_ALPHABET)]
+        features[row, :-1] = counts / max(len(seq), 1)
+        features[row, -1] = math.log(max(len(seq), 1))
+    return features
+
+
+@dataclass
+class Ridge:
+    """Standardized-feature ridge regression with an unpenalized intercept."""
+
+    mean: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,)
+    coef: np.ndarray  # (F, D)
+    intercept: np.ndarray  # (D,)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.scale) @ self.coef + self.intercept  # (N, D)
+
+
+def fit_ridge(features: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> Ridge:
+    """Closed form ``(XᵀX + αI)⁻¹ XᵀY`` on standardized, centred features and centred targets."""
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0)
+    scale[scale == 0] = 1.0
+    x = (features - mean) / scale  # (M, F)
+    y_mean = targets.mean(axis=0, dtype=np.float64)
+    coef = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ (targets - y_mean))  # (F, D)
+    return Ridge(mean, scale, coef, y_mean)
+
+
+# --- models ------------------------------------------------------------------------------------
+def untrained_student(config: ProtHashConfig, seed: int) -> ProtHash:
+    """The distillation's initial model: ``torch.manual_seed(seed)`` then ``ProtHash(config)``
+    (the global RNG state is restored afterwards)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ProtHash(config).eval()
+
+
+def teacher_forward(teacher: ESMC) -> Forward:
+    return lambda input_ids, attention_mask: teacher(input_ids, attention_mask).last_hidden_state
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_throughput(
+    forward: Forward, token_lists: Sequence[Sequence[int]], dim: int, max_tokens: int, device: torch.device
+) -> dict:
+    """Residues/s of ``forward`` + mean pooling over ``token_lists`` (after one warm-up batch)."""
+    warm = sorted(range(len(token_lists)), key=lambda i: -len(token_lists[i]))[:1]
+    pooled_embeddings(forward, [token_lists[i] for i in warm], ["mean"], dim, max_tokens, device, desc="warm-up")
+    _sync(device)
+    start = time.perf_counter()
+    pooled_embeddings(forward, token_lists, ["mean"], dim, max_tokens, device, desc="throughput")
+    _sync(device)
+    seconds = time.perf_counter() - start
+    residues = sum(len(t) - 2 for t in token_lists)
+    return {"sequences": len(token_lists), "residues": residues, "seconds": seconds,
+            "residues_per_s": residues / seconds if seconds > 0 else None}
+
+
+# --- the evaluation ----------------------------------------------------------------------------
+def evaluate(
+    test: Split,
+    train: Split,
+    fp32: ProtHash,
+    int8: ProtHash,
+    untrained: ProtHash,
+    teacher: ESMC,
+    *,
+    poolings: Sequence[str] = ("cls", "mean"),
+    max_tokens: int = 16384,
+    max_length: int | None = None,
+    device: str | torch.device = "cpu",
+    ridge_alpha: float = 1.0,
+    throughput_sequences: int = 64,
+    k: int = 10,
+) -> Evaluation:
+    """All metrics of one variant (see the module docstring). ``max_length``: tokens incl.
+    CLS/EOS (default: the student's context length); use the teacher cache's."""
+    device = torch.device(device)
+    poolings = list(poolings)
+    max_length = max_length or fp32.config.context_length
+    dim = fp32.config.teacher_dim
+    tokens = [encode_one(s, max_length) for s in test.sequences]
+    lengths = np.array([len(s) for s in test.sequences])
+
+    vectors: dict[str, dict[str, np.ndarray]] = {}
+    for name, model in (("fp32", fp32), ("int8", int8), ("untrained", untrained)):
+        model.to(device).eval()
+        vectors[name] = pooled_embeddings(student_forward(model), tokens, poolings, dim, max_tokens, device, desc=name)
+    train_features = composition_features(train.sequences)
+    test_features = composition_features(test.sequences)
+    vectors["composition"] = {
+        p: fit_ridge(train_features, train.teacher[p], ridge_alpha).predict(test_features) for p in poolings
+    }
+
+    cosines = {m: {p: cosine_rows(vectors[m][p], test.teacher[p]) for p in poolings} for m in MODELS}
+    models = {
+        m: {
+            p: {"cosine": describe(cosines[m][p]), "by_length": by_length(cosines[m][p], lengths),
+                f"recall@{k}": neighbour_recall(test.teacher[p], vectors[m][p], k)}
+            for p in poolings
+        }
+        for m in MODELS
+    }
+    beats = {
+        precision: {p: bool(models[precision][p]["cosine"]["mean"] > max(models[b][p]["cosine"]["mean"] for b in ("untrained", "composition")))
+                    for p in poolings}
+        for precision in ("fp32", "int8")
+    }
+    subset = tokens[:throughput_sequences]
+    throughput = {
+        "teacher": measure_throughput(teacher_forward(teacher.to(device).eval()), subset, teacher.config.d_model, max_tokens, device),
+        "fp32": measure_throughput(student_forward(fp32), subset, dim, max_tokens, device),
+        "int8": measure_throughput(student_forward(int8), subset, dim, max_tokens, device),
+    }
+    metrics = {
+        "n_test": len(test.ids),
+        "n_train": len(train.ids),
+        "poolings": poolings,
+        "max_length": max_length,
+        "max_tokens": max_tokens,
+        "device": str(device),
+        "ridge_alpha": ridge_alpha,
+        "k": k,
+        "length_bins": [label for _, _, label in LENGTH_BINS],
+        "models": models,
+        "int8_vs_fp32": {p: describe(cosine_rows(vectors["int8"][p], vectors["fp32"][p])) for p in poolings},
+        "beats_baselines": beats,
+        "throughput": throughput,
+    }
+    return Evaluation(metrics, cosines, lengths)
+
+
+# --- file-level stage --------------------------------------------------------------------------
+def _splits(sequences_parquet: str | Path, cache_dir: str | Path, poolings: Sequence[str],
+            max_sequences: int | None, seed: int) -> tuple[Split, Split, dict]:
+    """Held-out (seeded sample of at most ``max_sequences``) and train splits with teacher vectors."""
+    from protkit.cache import load_pooled
+    from protkit.data import read_dataset
+
+    table = read_dataset(sequences_parquet)
+    cached = load_pooled(cache_dir)
+    missing_poolings = [p for p in poolings if p not in cached.vectors]
+    if missing_poolings:
+        raise ValueError(f"evaluate.poolings: {', '.join(missing_poolings)} not in the teacher cache {cache_dir} "
+                         f"(has {', '.join(cached.vectors)})")
+    row_of = {rid: i for i, rid in enumerate(cached.ids)}
+    absent = [rid for rid in table["id"] if rid not in row_of]
+    if absent:
+        raise ValueError(f"teacher cache {cache_dir} lacks {len(absent)} sequence(s) of {sequences_parquet}, "
+                         f"e.g. {absent[0]}; rerun teacher_cache")
+    out = []
+    for split, limit in (("test", max_sequences), ("train", None)):
+        part = table[table["split"] == split]
+        if limit is not None and len(part) > limit:
+            keep = np.sort(np.random.default_rng(seed).choice(len(part), size=limit, replace=False))
+            part = part.iloc[keep]
+        rows = np.array([row_of[rid] for rid in part["id"]], dtype=np.int64)
+        out.append(Split(list(part["id"]), list(part["sequence"]), {p: cached.vectors[p][rows] for p in poolings}))
+    if not out[0].ids or not out[1].ids:
+        raise ValueError(f"{sequences_parquet}: need sequences in both splits (test {len(out[0].ids)}, "
+                         f"train {len(out[1].ids)}); check data.test_fraction")
+    return out[0], out[1], cached.manifest
+
+
+def evaluate_variant(
+    sequences_parquet: str | Path,
+    cache_dir: str | Path,
+    model_dir: str | Path,
+    int8_dir: str | Path,
+    teacher_weights: str,
+    out_dir: str | Path,
+    poolings: Sequence[str] = ("cls", "mean"),
+    max_tokens: int = 16384,
+    device: str = "auto",
+    untrained_seed: int = 0,
+    *,
+    variant: str | None = None,
+    max_sequences: int | None = 5000,
+    throughput_sequences: int = 64,
+    ridge_alpha: float = 1.0,
+    teacher_random: dict | None = None,
+    teacher_dtype: str = "fp32",
+    sample_seed: int = 0,
+) -> dict:
+    """Evaluate ``model_dir`` (fp32) and ``int8_dir`` against the teacher cache; write
+    ``metrics.json``, ``report.md`` and the plots into ``out_dir``. Returns the metrics."""
+    from protkit.cache import teacher_from_config
+    from protkit.device import resolve_device
+    from protkit.quantize import load_quantized, read_quantization_info
+
+    model_dir, int8_dir = Path(model_dir), Path(int8_dir)
+    test, train, manifest = _splits(sequences_parquet, cache_dir, poolings, max_sequences, sample_seed)
+    fp32 = ProtHash.from_pretrained(model_dir)
+    int8 = load_quantized(int8_dir)
+    torch_device = resolve_device(device)
+    teacher, teacher_sha = teacher_from_config(teacher_weights, teacher_random, torch_device, teacher_dtype)
+    max_length = min(manifest["max_length"], fp32.config.context_length)
+    log.info("evaluating %s on %d held-out sequences (train %d) on %s", model_dir, len(test.ids), len(train.ids), torch_device)
+    result = evaluate(
+        test, train, fp32, int8, untrained_student(fp32.config, untrained_seed), teacher,
+        poolings=poolings, max_tokens=max_tokens, max_length=max_length, device=torch_device,
+        ridge_alpha=ridge_alpha, throughput_sequences=throughput_sequences,
+    )
+    fp32_bytes = (model_dir / "model.safetensors").stat().st_size
+    int8_bytes = (int8_dir / read_quantization_info(int8_dir)["weights"]).stat().st_size
+    result.metrics.update({
+        "variant": variant or model_dir.name,
+        "model_dir": str(model_dir),
+        "teacher": manifest.get("teacher"),
+        "teacher_weights_sha256": teacher_sha,
+        "teacher_dtype": teacher_dtype,
+        "cache_fingerprint": manifest.get("fingerprint"),
+        "untrained_seed": untrained_seed,
+        "sizes": {"fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "int8_ratio": int8_bytes / fp32_bytes},
+    })
+    write_report(result, out_dir)
+    return result.metrics

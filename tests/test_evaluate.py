@@ -1,0 +1,245 @@
+"""protkit.evaluate / protkit.report: metrics, baselines, neighbour recall, throughput, report files,
+summary across variants, and the file-level stage on a real teacher cache."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from protkit.embed import pooled_embeddings
+from protkit.evaluate import (
+    LENGTH_BINS,
+    Split,
+    by_length,
+    composition_features,
+    cosine_rows,
+    describe,
+    evaluate,
+    evaluate_variant,
+    fit_ridge,
+    neighbour_recall,
+    teacher_forward,
+    untrained_student,
+)
+from protkit.fasta import read_fasta
+from protkit.models.esmc import ESMCConfig
+from protkit.models.esmc_weights import random_esmc, save_weights
+from protkit.models.prothash import ProtHash, ProtHashConfig
+from protkit.quantize import quantize_model, quantize_pretrained
+from protkit.report import summarize, write_report
+from protkit.tokenize import encode_batch, encode_one
+
+TINY = ProtHashConfig(d_model=32, q_heads=4, kv_heads=2, n_layers=2, teacher_dim=64, context_length=512)
+TEACHER = ESMCConfig(d_model=64, n_heads=1, n_layers=2)
+MAX_LENGTH = 200
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+# --- pure functions ----------------------------------------------------------------------------
+def test_cosine_describe_and_length_bins():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 8)), rng.normal(size=(50, 8))
+    want = [np.dot(x, y) / np.linalg.norm(x) / np.linalg.norm(y) for x, y in zip(a, b)]
+    np.testing.assert_allclose(cosine_rows(a, b), want, rtol=1e-12)
+    np.testing.assert_allclose(cosine_rows(a, 3 * a), 1.0)
+    values = rng.random(101)
+    d = describe(values)
+    assert (d["n"], d["min"], d["median"]) == (101, values.min(), np.sort(values)[50])
+    assert d["p5"] == pytest.approx(np.sort(values)[5])
+    lengths = np.array([5, 99, 100, 299, 300, 650, 1000, 5000])
+    bins = by_length(np.arange(8.0), lengths)
+    assert [bins[label]["n"] for *_, label in LENGTH_BINS] == [2, 2, 1, 1, 2]
+    assert bins[">=1000"]["mean"] == 6.5 and describe(np.array([]))["mean"] is None
+
+
+def test_composition_features():
+    f = composition_features(["AAC", "xBZuO*", "W"])
+    assert f.shape == (3, 26)
+    alphabet = "ACDEFGHIKLMNPQRSTVWY" + "XBZUO"
+    assert f[0, alphabet.index("A")] == pytest.approx(2 / 3) and f[0, alphabet.index("C")] == pytest.approx(1 / 3)
+    assert f[0, -1] == pytest.approx(math.log(3))
+    assert all(f[1, alphabet.index(c)] == pytest.approx(1 / 6) for c in "XBZUO")  # '*' counts toward length only
+    assert f[2, :-1].sum() == 1.0
+
+
+def test_ridge_recovers_a_linear_map_and_shrinks_with_alpha():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 5)) * [1, 10, 0.1, 3, 2]
+    w, c = rng.normal(size=(5, 7)), rng.normal(size=7)
+    y = x @ w + c
+    exact = fit_ridge(x, y, alpha=1e-9)
+    np.testing.assert_allclose(exact.predict(x), y, atol=1e-6)
+    strong = fit_ridge(x, y, alpha=1e6)
+    np.testing.assert_allclose(strong.predict(x), np.broadcast_to(y.mean(0), y.shape), atol=0.05 * np.abs(y).max())
+
+
+def test_neighbour_recall():
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=(60, 16))
+    assert neighbour_recall(ref, 5 * ref, k=10) == 1.0
+    assert neighbour_recall(ref, ref @ np.linalg.qr(rng.normal(size=(16, 16)))[0], k=10) == 1.0  # a rotation
+    assert neighbour_recall(ref, rng.normal(size=(60, 16)), k=10) < 0.4  # unrelated: about 10/59 by chance
+    # two tight clusters: any space keeping the clusters apart finds 4 of 4 neighbours in-cluster
+    clusters = np.repeat(np.eye(2, 16), 5, axis=0) + 0.01 * rng.normal(size=(10, 16))
+    shuffled = np.repeat(np.eye(2, 16)[:, ::-1], 5, axis=0) + 0.01 * rng.normal(size=(10, 16))
+    assert neighbour_recall(clusters, shuffled, k=4) == 1.0
+    assert neighbour_recall(ref[:1], ref[:1]) is None
+
+
+def test_untrained_student_is_the_distillation_initial_model():
+    torch.manual_seed(7)
+    want = ProtHash(TINY)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    got = untrained_student(TINY, 7)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert all(torch.equal(got.state_dict()[k], v) for k, v in want.state_dict().items())
+
+
+# --- the evaluation on tiny models -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def proteome() -> list[tuple[str, str]]:
+    """120 real bacterial proteins (shipped with pyhmmer), stop codons removed."""
+    path = importlib.resources.files("pyhmmer") / "tests/data/seqs/938293.PRJEB85.HG003687.faa"
+    records = [(r.id, r.sequence.rstrip("*")) for r in read_fasta(str(path))]
+    return [r for r in records if "*" not in r[1]][:120]
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return random_esmc(TEACHER, seed=0)
+
+
+@pytest.fixture(scope="module")
+def splits(proteome, teacher) -> tuple[Split, Split]:
+    tokens = [encode_one(s, MAX_LENGTH) for _, s in proteome]
+    vectors = pooled_embeddings(teacher_forward(teacher), tokens, ["cls", "mean"], TEACHER.d_model, 8192,
+                                torch.device("cpu"))
+    test, train = slice(0, 40), slice(40, None)
+    make = lambda part: Split([i for i, _ in proteome[part]], [s for _, s in proteome[part]],
+                              {p: v[part] for p, v in vectors.items()})
+    return make(test), make(train)
+
+
+@pytest.fixture(scope="module")
+def evaluation(splits, teacher):
+    test, train = splits
+    torch.manual_seed(1)
+    student = ProtHash(TINY).eval()
+    return evaluate(test, train, student, quantize_model(student), untrained_student(TINY, 0), teacher,
+                    poolings=("cls", "mean"), max_tokens=4096, max_length=MAX_LENGTH, throughput_sequences=16, k=5)
+
+
+def test_evaluate_metrics(evaluation, splits):
+    test, train = splits
+    m = evaluation.metrics
+    assert (m["n_test"], m["n_train"], m["poolings"]) == (40, 80, ["cls", "mean"])
+    assert set(m["models"]) == {"fp32", "int8", "untrained", "composition"}
+    # fp32 cosines equal those of sequences embedded one at a time, independently of evaluate()
+    torch.manual_seed(1)
+    student = ProtHash(TINY).eval()
+    for i in (0, 17, 39):
+        batch = encode_batch([test.sequences[i]], MAX_LENGTH)
+        with torch.no_grad():
+            vec = student.embed_teacher(batch.input_ids, batch.attention_mask, "mean")[0].numpy()
+        assert evaluation.cosines["fp32"]["mean"][i] == pytest.approx(
+            cosine_rows(vec[None], test.teacher["mean"][i][None])[0], abs=1e-5)
+    for model in m["models"]:
+        for p in ("cls", "mean"):
+            stats = m["models"][model][p]
+            assert stats["cosine"]["mean"] == pytest.approx(float(np.mean(evaluation.cosines[model][p])))
+            assert sum(b["n"] for b in stats["by_length"].values()) == 40
+            assert 0.0 <= stats["recall@5"] <= 1.0
+    assert m["int8_vs_fp32"]["mean"]["min"] > 0.99
+    for precision in ("fp32", "int8"):
+        for p in ("cls", "mean"):
+            best = max(m["models"][b][p]["cosine"]["mean"] for b in ("untrained", "composition"))
+            assert m["beats_baselines"][precision][p] == (m["models"][precision][p]["cosine"]["mean"] > best)
+    runs = m["throughput"]
+    assert set(runs) == {"teacher", "fp32", "int8"}
+    assert len({(r["sequences"], r["residues"]) for r in runs.values()}) == 1  # same sequences for all
+    assert runs["fp32"]["residues"] == sum(min(len(s), MAX_LENGTH - 2) for s in test.sequences[:16])
+    assert all(r["residues_per_s"] > 0 for r in runs.values())
+
+
+def test_composition_baseline_is_the_ridge_fit(evaluation, splits):
+    test, train = splits
+    ridge = fit_ridge(composition_features(train.sequences), train.teacher["cls"], alpha=1.0)
+    want = cosine_rows(ridge.predict(composition_features(test.sequences)), test.teacher["cls"])
+    np.testing.assert_allclose(evaluation.cosines["composition"]["cls"], want, rtol=1e-9)
+
+
+def test_report_files(evaluation, tmp_path):
+    write_report(evaluation, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cosine_histogram.png", "cosine_vs_length.png", "metrics.json", "report.md", "throughput.png"]
+    assert all((tmp_path / n).read_bytes()[:8] == PNG for n in ("cosine_histogram.png", "cosine_vs_length.png", "throughput.png"))
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(evaluation.metrics))
+    text = (tmp_path / "report.md").read_text()
+    for p in ("cls", "mean"):
+        beats = evaluation.metrics["beats_baselines"]["fp32"][p]
+        assert f"**The fp32 student {'beats' if beats else 'does NOT beat'} both baselines**" in text
+    fp32_mean = evaluation.metrics["models"]["fp32"]["cls"]["cosine"]["mean"]
+    assert f"| fp32 | {fp32_mean:.4f} |" in text
+    assert "](throughput.png)" in text
+
+
+def test_summarize(evaluation, tmp_path):
+    paths = []
+    for variant in ("small", "large"):
+        metrics = {**evaluation.metrics, "variant": variant, "sizes": {"fp32_bytes": 100, "int8_bytes": 30, "int8_ratio": 0.3}}
+        paths.append(tmp_path / f"{variant}.json")
+        paths[-1].write_text(json.dumps(metrics))
+    table = summarize(paths, tmp_path / "summary.tsv", tmp_path / "summary.png")
+    read = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
+    assert len(read) == 2 * 2 * 2 and list(read.columns) == list(table.columns)
+    row = read[(read.variant == "large") & (read.precision == "int8") & (read.pooling == "mean")].iloc[0]
+    assert row.cosine_mean == pytest.approx(evaluation.metrics["models"]["int8"]["mean"]["cosine"]["mean"], rel=1e-5)
+    assert row.size_bytes == 30
+    assert (tmp_path / "summary.png").read_bytes()[:8] == PNG
+
+
+# --- file-level stage --------------------------------------------------------------------------
+def test_evaluate_variant_files(proteome, teacher, tmp_path):
+    from protkit.cache import build_cache
+    from protkit.data import SCHEMA
+
+    table = pd.DataFrame({
+        "id": [i for i, _ in proteome[:60]],
+        "sequence": [s for _, s in proteome[:60]],
+        "length": [len(s) for _, s in proteome[:60]],
+        "split": ["test"] * 20 + ["train"] * 40,
+        "aliases": [""] * 60,
+    })
+    pq.write_table(pa.Table.from_pandas(table, schema=SCHEMA, preserve_index=False), tmp_path / "sequences.parquet")
+    save_weights(teacher, tmp_path / "teacher.safetensors")
+    build_cache(teacher, table, tmp_path / "cache", weights_sha256="t", teacher_name="tiny", dataset="demo",
+                max_length=MAX_LENGTH, max_tokens_per_batch=4096, poolings=("cls", "mean"), store_dtype="fp16")
+    torch.manual_seed(0)
+    ProtHash(TINY).save_pretrained(tmp_path / "model")
+    quantize_pretrained(tmp_path / "model", tmp_path / "model" / "int8")
+
+    metrics = evaluate_variant(
+        tmp_path / "sequences.parquet", tmp_path / "cache", tmp_path / "model", tmp_path / "model" / "int8",
+        str(tmp_path / "teacher.safetensors"), tmp_path / "eval", poolings=["mean"], max_tokens=4096,
+        device="cpu", untrained_seed=0, variant="tiny", max_sequences=15, throughput_sequences=8,
+    )
+    assert (metrics["variant"], metrics["n_test"], metrics["n_train"], metrics["max_length"]) == ("tiny", 15, 40, MAX_LENGTH)
+    assert metrics["sizes"]["int8_bytes"] == (tmp_path / "model" / "int8" / "model.pt").stat().st_size
+    # the untrained baseline is the seed-0 initial model, i.e. the evaluated model itself here
+    assert metrics["models"]["untrained"]["mean"]["cosine"] == metrics["models"]["fp32"]["mean"]["cosine"]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["variant"] == "tiny"
+    assert (tmp_path / "eval" / "report.md").exists() and (tmp_path / "eval" / "throughput.png").exists()
+    with pytest.raises(ValueError, match="evaluate.poolings: tokens not in the teacher cache"):
+        evaluate_variant(tmp_path / "sequences.parquet", tmp_path / "cache", tmp_path / "model",
+                         tmp_path / "model" / "int8", str(tmp_path / "teacher.safetensors"), tmp_path / "eval2",
+                         poolings=["tokens"], device="cpu")

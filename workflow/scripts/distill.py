@@ -1,0 +1,17 @@
+"""Rule distill: train one ProtHash variant from the teacher cache (resumes from checkpoints)."""
+from pathlib import Path
+
+from protkit.distill import distill_from_cache
+from protkit.logs import to_file
+
+to_file(snakemake.log[0])
+distill_from_cache(
+    snakemake.input.sequences,
+    Path(snakemake.input.cache).parent,
+    snakemake.params.variant,
+    Path(snakemake.output.weights).parent,
+    snakemake.params.checkpoints,
+    snakemake.params.tensorboard,
+    snakemake.params.device,
+    variant_name=snakemake.wildcards.variant,
+)

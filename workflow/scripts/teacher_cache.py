@@ -1,0 +1,25 @@
+"""Rule teacher_cache: every kept sequence through the teacher once -> pooled vector shards."""
+from protkit.cache import build_cache, teacher_from_config
+from protkit.data import read_dataset
+from protkit.logs import to_file
+
+to_file(snakemake.log[0])
+teacher = snakemake.params.teacher
+model, weights_sha256 = teacher_from_config(
+    snakemake.params.weights, random=teacher.get("random"),
+    device=snakemake.params.device, dtype=teacher["precision"],
+)
+build_cache(
+    model,
+    read_dataset(snakemake.input.sequences),
+    snakemake.output[0].rsplit("/", 1)[0],
+    weights_sha256=weights_sha256,
+    teacher_name=snakemake.wildcards.teacher,
+    dataset=snakemake.wildcards.dataset,
+    max_length=snakemake.params.max_length,
+    max_tokens_per_batch=teacher["max_tokens_per_batch"],
+    poolings=teacher["poolings"],
+    store_dtype=teacher["store_dtype"],
+    tokens=teacher["tokens"],
+    shard_size=teacher["shard_size"],
+)
