@@ -44,7 +44,7 @@ class Settings:
 
 
 FULL = Settings(ESMC_PRESETS["esmc_300m"], 64, 256, 8, 2048, 4, 2048)
-QUICK = Settings(ESMCConfig(d_model=64, n_heads=1, n_layers=2), 8, 64, 4, 256, 2, 256)
+QUICK = Settings(ESMCConfig(d_model=64, n_heads=1, n_layers=2), 6, 64, 3, 256, 2, 256)
 
 Hidden = list[torch.Tensor]  # one (residues, D) tensor per sequence, on the CPU
 

@@ -24,8 +24,8 @@ import torch
 
 from benchmarks.b2_student import QUICK_STUDENT, embedder, student_model
 from benchmarks.common import (
-    Goal, Result, Table, cosines, device_name, interleaved, length_summary, rate, residues, sample_proteins,
-    spread, strided_rounds, tokenize,
+    Goal, Result, Table, cosines, device_name, interleaved, length_summary, rate, residues, sample_note,
+    sample_proteins, spread, strided_rounds, tokenize,
 )
 from protkit.embed import student_forward
 from protkit.models.prothash import PRESETS
@@ -42,13 +42,14 @@ COMPILE_COSINE = 0.9999  # a compiled model against the same model run eagerly
 @dataclass(frozen=True)
 class Settings:
     n_sequences: int
+    max_residues: int | None  # None: lengths as they come (truncated at 1022 residues)
     max_tokens: int
     rounds: int
     compile: bool
 
 
-FULL = Settings(128, 16384, 4, True)
-QUICK = Settings(12, 1024, 2, False)
+FULL = Settings(128, None, 16384, 4, True)
+QUICK = Settings(8, 200, 1024, 2, False)
 
 FP32, INT8, INT8_WO = "fp32", "int8 dynamic", "int8 weight-only"
 EAGER, COMPILED = "eager", "torch.compile"
@@ -76,7 +77,7 @@ def _vectors(outputs: list[dict[int, np.ndarray]], order: list[int]) -> np.ndarr
 
 def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     s = QUICK if quick else FULL
-    tokens = tokenize(sample_proteins(s.n_sequences, data_dir))
+    tokens = tokenize(sample_proteins(s.n_sequences, data_dir, max_residues=s.max_residues))
     fp32 = student_model(QUICK_STUDENT if quick else PRESETS["ProtHash-V2-384-Tiny"], device)
     dim = fp32.config.teacher_dim
     models = {FP32: fp32, INT8: quantize_model(fp32, "int8_dynamic").to(device),
@@ -139,7 +140,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
         f"Student: {'tiny test config' if quick else 'ProtHash-V2-384-Tiny'}, seeded random weights (no trained "
         "student is needed for speed; cosines of a trained student can differ). Quantized with "
         "protkit.quantize.quantize_model (every nn.Linear, adapter included; embeddings rounded to fp16).",
-        f"Sequences: a seeded sample of DeepLoc proteins, lengths as they come, truncated at 1022 residues.",
+        f"Sequences: {sample_note(s.max_residues)}.",
         "Compiled variants: torch.compile(dynamic=True), compiled before timing on one and on three "
         "sequences (the batch shapes the rounds meet); compile time is shown separately.",
         f"Cosines are over every sequence (mean pooling, teacher width); compiled fp32 must match eager fp32 to "

@@ -18,8 +18,8 @@ import torch
 
 from benchmarks.b2_student import QUICK_STUDENT, embedder, student_model
 from benchmarks.common import (
-    Goal, Result, Table, cosines, device_name, interleaved, length_summary, rate, residues, sample_proteins,
-    spread, strided_rounds, tokenize,
+    Goal, Result, Table, cosines, device_name, interleaved, length_summary, rate, residues, sample_note,
+    sample_proteins, spread, strided_rounds, tokenize,
 )
 from protkit.embed import student_forward
 from protkit.models.prothash import PRESETS, ProtHash
@@ -32,12 +32,13 @@ SAME_COSINE = 0.99999  # batched and one-at-a-time vectors of a sequence must ag
 @dataclass(frozen=True)
 class Settings:
     n_sequences: int
+    max_residues: int | None  # None: lengths as they come (truncated at 1022 residues)
     max_tokens: int
     rounds: int
 
 
-FULL = Settings(1000, 16384, 4)
-QUICK = Settings(16, 1024, 2)
+FULL = Settings(1000, None, 16384, 4)
+QUICK = Settings(12, 200, 1024, 2)
 
 
 def one_at_a_time(model: ProtHash, tokens: list[list[int]], device: torch.device):
@@ -54,7 +55,7 @@ def one_at_a_time(model: ProtHash, tokens: list[list[int]], device: torch.device
 
 def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     s = QUICK if quick else FULL
-    tokens = tokenize(sample_proteins(s.n_sequences, data_dir))
+    tokens = tokenize(sample_proteins(s.n_sequences, data_dir, max_residues=s.max_residues))
     model = student_model(QUICK_STUDENT if quick else PRESETS["ProtHash-V2-384-Tiny"], device)
     variants = {
         "one at a time, no mask (ProtHash usage)": one_at_a_time(model, tokens, device),
@@ -84,7 +85,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
                    f"batched and one-at-a-time vectors disagree: min cosine {agreement.min():.7f} < {SAME_COSINE}")
     result.notes += [
         f"Model: {'tiny test config' if quick else 'ProtHash-V2-384-Tiny'}, seeded random weights, fp32.",
-        "Sequences: a seeded sample of DeepLoc proteins, lengths as they come, truncated at 1022 residues.",
+        f"Sequences: {sample_note(s.max_residues)}.",
         "Batched: protkit.embed.pooled_embeddings (length-sorted, key-padding mask). One at a time: "
         "ProtHash.embed_teacher on a (1, L) batch without a mask, as ProtHash's own examples call the model.",
     ]

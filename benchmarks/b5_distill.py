@@ -39,7 +39,7 @@ class Settings:
 
 
 FULL = Settings(ESMC_PRESETS["esmc_300m"], 8, 256, 3)
-QUICK = Settings(ESMCConfig(d_model=64, n_heads=1, n_layers=2), 4, 64, 2)
+QUICK = Settings(ESMCConfig(d_model=64, n_heads=1, n_layers=2), 3, 64, 2)
 
 
 def teacher_targets(teacher: ESMC, tokens: list[list[int]], poolings: tuple[str, ...], device: torch.device) -> dict[str, np.ndarray]:

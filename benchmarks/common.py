@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -115,6 +116,13 @@ def length_summary(token_lists: Sequence[Sequence[int]]) -> str:
         f"{len(lengths)} sequences, {int(lengths.min())}/{int(np.median(lengths))}/{int(lengths.max())} "
         f"residues (min/median/max), {int(lengths.sum()):,} in all"
     )
+
+
+def sample_note(max_residues: int | None) -> str:
+    """How a sample was drawn, for the notes under a table."""
+    if max_residues is None:
+        return "a seeded sample of DeepLoc proteins, lengths as they come, truncated at 1022 residues"
+    return f"a seeded sample of DeepLoc proteins of at most {max_residues} residues"
 
 
 def strided_rounds(n_items: int, n_rounds: int) -> list[list[int]]:
@@ -270,6 +278,7 @@ class Result:
     status: str = "ok"  # ok | skipped | failed
     message: str = ""
     seconds: float = 0.0
+    machine: str = ""  # set by execute()
 
     def require(self, ok: bool, message: str) -> None:
         """Record a failed correctness check: the tables are kept, the benchmark fails."""
@@ -278,9 +287,9 @@ class Result:
             self.status = "failed"
             self.message = "; ".join(filter(None, [self.message, f"correctness check failed: {message}"]))
 
-    def markdown(self, machine_line: str, command: str, date: str) -> str:
+    def markdown(self, command: str, date: str) -> str:
         lines = [f"## {self.key} {self.title} ({self.device})", "",
-                 f"{machine_line}; `{command}`; {date}; took {self.seconds:.0f} s.", ""]
+                 f"{self.machine}; `{command}`; {date}; took {self.seconds:.0f} s.", ""]
         if self.status == "skipped":
             return "\n".join(lines + [f"SKIPPED: {self.message}", ""])
         if self.status == "failed":
@@ -336,6 +345,12 @@ def machine_line(device: torch.device) -> str:
     )
 
 
+def shell_command(argv: Sequence[str]) -> str:
+    """The command line that ran ``argv`` (interpreter relative to the working directory)."""
+    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
+    return " ".join(shlex.quote(a) for a in [python, *argv])
+
+
 def today() -> str:
     return dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
@@ -359,6 +374,7 @@ def execute(module: ModuleType, device: torch.device, quick: bool, data_dir: Pat
         result = Result(module.KEY, module.TITLE, device_name(device), status="failed",
                         message=f"{type(err).__name__}: {err}")
     result.seconds = time.perf_counter() - start
+    result.machine = machine_line(device)
     return result
 
 
@@ -370,10 +386,10 @@ def main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA_DIR, help=f"directory of {' and '.join(FASTA_FILES)}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    command = " ".join([Path(sys.executable).name, *sys.argv])
+    command = shell_command(sys.argv)
     failed = False
     for device in devices():
         result = execute(module, device, args.quick, args.data)
-        print(result.markdown(machine_line(device), command, today()))
+        print(result.markdown(command, today()))
         failed |= result.status == "failed"
     return int(failed)

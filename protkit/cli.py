@@ -22,7 +22,9 @@ def _poolings(text: str) -> list[str]:
     names = [p.strip() for p in text.split(",") if p.strip()]
     bad = [p for p in names if p not in EMBED_POOLINGS]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"choose one or more of {', '.join(EMBED_POOLINGS)} (comma-separated), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"choose one or more of {', '.join(EMBED_POOLINGS)} (comma-separated), got {text!r}"
+        )
     return list(dict.fromkeys(names))
 
 

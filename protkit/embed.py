@@ -85,7 +85,8 @@ def _model_directory(model: str | Path) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(str(model), allow_patterns=["config.json", "model.safetensors", f"{INT8_SUBDIR}/*"]))
+        patterns = ["config.json", "model.safetensors", f"{INT8_SUBDIR}/*"]
+        return Path(snapshot_download(str(model), allow_patterns=patterns))
     except Exception as err:  # network, auth, missing repo: all user-fixable
         raise FileNotFoundError(
             f"model {str(model)!r}: not a local directory, and fetching it from the Hugging Face Hub failed ({err})"
@@ -207,17 +208,22 @@ def _vector_column(vectors: np.ndarray, store_dtype: str) -> pa.FixedSizeListArr
     return pa.FixedSizeListArray.from_arrays(pa.array(flat, type=STORE_TYPES[store_dtype]), vectors.shape[1])
 
 
-def _check_options(model: ProtHash, poolings: Sequence[str], max_length: int, overlength: str, store_dtype: str) -> None:
-    bad = [p for p in poolings if p not in EMBED_POOLINGS]
-    if bad or not poolings:
-        raise EmbedError(f"pooling must be one or more of {', '.join(EMBED_POOLINGS)}, got {', '.join(poolings) or 'none'}")
+def _check_options(
+    model: ProtHash, poolings: Sequence[str], max_length: int, overlength: str, store_dtype: str
+) -> None:
+    if not poolings or any(p not in EMBED_POOLINGS for p in poolings):
+        raise EmbedError(
+            f"pooling must be one or more of {', '.join(EMBED_POOLINGS)}, got {', '.join(poolings) or 'none'}"
+        )
     if overlength not in OVERLENGTH:
         raise EmbedError(f"overlength must be one of {', '.join(OVERLENGTH)}, got {overlength!r}")
     if store_dtype not in STORE_TYPES:
         raise EmbedError(f"store_dtype must be one of {', '.join(STORE_TYPES)}, got {store_dtype!r}")
     context = model.config.context_length
     if not 3 <= max_length <= context:
-        raise EmbedError(f"max_length must be between 3 and the model's context length {context} tokens, got {max_length}")
+        raise EmbedError(
+            f"max_length must be between 3 and the model's context length {context} tokens, got {max_length}"
+        )
 
 
 def embed_fasta(
@@ -320,7 +326,9 @@ def embed_shard(
     return embed_fasta(model, fasta, shard_path(out_dir, index, count), shard=(index, count), **options)
 
 
-_SHARED_KEYS = ("model_fingerprint", "poolings", "dim", "store_dtype", "max_length", "overlength", "input", "quantization")
+_SHARED_KEYS = (
+    "model_fingerprint", "quantization", "poolings", "dim", "store_dtype", "max_length", "overlength", "input",
+)
 
 
 def gather_shards(shard_paths: Sequence[str | Path], out_parquet: str | Path) -> Path:
@@ -335,7 +343,9 @@ def gather_shards(shard_paths: Sequence[str | Path], out_parquet: str | Path) ->
             raise EmbedError(f"{path}: not a shard file (no shard in its metadata)")
         differ = [k for k in _SHARED_KEYS if meta.get(k) != first.get(k)]
         if differ:
-            raise EmbedError(f"{path} differs from {shard_paths[0]} in {', '.join(differ)}; re-run the embedding shards")
+            raise EmbedError(
+                f"{path} differs from {shard_paths[0]} in {', '.join(differ)}; re-run the embedding shards"
+            )
     count = first["shard"][1]
     found = sorted(m["shard"][0] for m in metas)
     if found != list(range(count)) or any(m["shard"][1] != count for m in metas):

@@ -236,14 +236,17 @@ def evaluate(
         }
         for m in MODELS
     }
+    mean_cosine = {m: {p: models[m][p]["cosine"]["mean"] for p in poolings} for m in MODELS}
     beats = {
-        precision: {p: bool(models[precision][p]["cosine"]["mean"] > max(models[b][p]["cosine"]["mean"] for b in ("untrained", "composition")))
+        precision: {p: bool(mean_cosine[precision][p] > max(mean_cosine[b][p] for b in ("untrained", "composition")))
                     for p in poolings}
         for precision in ("fp32", "int8")
     }
     subset = tokens[:throughput_sequences]
     throughput = {
-        "teacher": measure_throughput(teacher_forward(teacher.to(device).eval()), subset, teacher.config.d_model, max_tokens, device),
+        "teacher": measure_throughput(
+            teacher_forward(teacher.to(device).eval()), subset, teacher.config.d_model, max_tokens, device
+        ),
         "fp32": measure_throughput(student_forward(fp32), subset, dim, max_tokens, device),
         "int8": measure_throughput(student_forward(int8), subset, dim, max_tokens, device),
     }
@@ -330,7 +333,8 @@ def evaluate_variant(
     torch_device = resolve_device(device)
     teacher, teacher_sha = teacher_from_config(teacher_weights, teacher_random, torch_device, teacher_dtype)
     max_length = min(manifest["max_length"], fp32.config.context_length)
-    log.info("evaluating %s on %d held-out sequences (train %d) on %s", model_dir, len(test.ids), len(train.ids), torch_device)
+    log.info("evaluating %s on %d held-out sequences (train %d) on %s",
+             model_dir, len(test.ids), len(train.ids), torch_device)
     result = evaluate(
         test, train, fp32, int8, untrained_student(fp32.config, untrained_seed), teacher,
         poolings=poolings, max_tokens=max_tokens, max_length=max_length, device=torch_device,

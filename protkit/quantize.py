@@ -63,7 +63,7 @@ def _quantize_in_place(model: ProtHash, method: str) -> None:
 
     config = _torchao_config(method)
     with torch.no_grad():
-        for name, mod in model.named_modules():
+        for mod in model.modules():
             if isinstance(mod, nn.Embedding):
                 mod.weight.copy_(mod.weight.half().float())  # what the artifact stores
     quantize_(model, config, filter_fn=lambda mod, fqn: isinstance(mod, nn.Linear))

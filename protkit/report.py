@@ -63,7 +63,8 @@ def plot_by_length(evaluation: Evaluation, path: Path) -> None:
             ax.scatter(evaluation.lengths, evaluation.cosines[model][p], s=4, alpha=0.4, label=model,
                        color=COLOURS[model])
         in_bins = [(evaluation.lengths >= lo) & (evaluation.lengths < hi) for lo, hi, _ in LENGTH_BINS]
-        points = [(np.median(evaluation.lengths[b]), np.mean(evaluation.cosines["fp32"][p][b])) for b in in_bins if b.any()]
+        cosines = evaluation.cosines["fp32"][p]
+        points = [(np.median(evaluation.lengths[b]), np.mean(cosines[b])) for b in in_bins if b.any()]
         ax.plot(*zip(*points), "-o", color=COLOURS["fp32"], label="fp32, mean per length bin")
         ax.set_xscale("log")
         ax.set(title=f"{p} pooling", xlabel="length (residues)", ylabel="cosine to teacher")
@@ -113,13 +114,14 @@ def markdown(metrics: dict) -> str:
             lines.append(f"| {name} | {_fmt(c['mean'])} | {_fmt(c['median'])} | {_fmt(c['p5'])} | {_fmt(c['min'])} "
                          f"| {_fmt(per_pooling[p][f'recall@{k}'], 3)} |")
         agreement = metrics["int8_vs_fp32"][p]
+        counts = models["fp32"][p]["by_length"]
         lines += [
             "",
             f"int8 vs fp32 student cosine: mean {_fmt(agreement['mean'], 5)}, min {_fmt(agreement['min'], 5)}.",
             "",
             "Mean cosine by length (residues):",
             "",
-            "| model | " + " | ".join(f"{b} (n={models['fp32'][p]['by_length'][b]['n']})" for b in metrics["length_bins"]) + " |",
+            "| model | " + " | ".join(f"{b} (n={counts[b]['n']})" for b in metrics["length_bins"]) + " |",
             "| --- |" + " --- |" * len(metrics["length_bins"]),
         ]
         for name, per_pooling in models.items():
@@ -189,8 +191,9 @@ def summarize(metrics_paths: Sequence[str | Path], out_tsv: str | Path, out_png:
             values = part[part["precision"] == precision].set_index("variant").loc[variants, "cosine_mean"]
             ax.bar(x + offset, values, width=0.4, label=precision, color=COLOURS[precision])
         fp32_rows = part[part["precision"] == "fp32"].set_index("variant").loc[variants]
-        for column, model, marker in (("untrained_cosine_mean", "untrained", "x"), ("composition_cosine_mean", "composition", "o")):
-            ax.scatter(x, fp32_rows[column], marker=marker, color=COLOURS[model], zorder=3, label=f"{model} baseline")
+        for model, marker in (("untrained", "x"), ("composition", "o")):
+            ax.scatter(x, fp32_rows[f"{model}_cosine_mean"], marker=marker, color=COLOURS[model], zorder=3,
+                       label=f"{model} baseline")
         ax.set_xticks(x, variants, rotation=30, ha="right")
         ax.set(title=f"{p} pooling", ylabel="mean held-out cosine to teacher")
         ax.legend(fontsize="small")

@@ -34,7 +34,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fasta(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = random.Random(5)
-    recs = [(f"q{i}", "".join(rng.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(rng.randint(10, 200)))) for i in range(12)]
+    lengths = [rng.randint(10, 200) for _ in range(12)]
+    recs = [(f"q{i}", "".join(rng.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(n))) for i, n in enumerate(lengths)]
     path = tmp_path_factory.mktemp("fasta") / "in.fasta"
     write_fasta(recs, path)
     return path

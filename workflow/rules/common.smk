@@ -66,6 +66,10 @@ def variant_teacher(wildcards):
     return config["variants"][wildcards.variant]["teacher"]
 
 
+def variant_teacher_config(wildcards):
+    return config["teachers"][variant_teacher(wildcards)]
+
+
 def variant_cache(wildcards):
     return cache_manifest(variant_teacher(wildcards))
 

@@ -31,6 +31,7 @@ rule evaluate:
         ),
     params:
         teacher_weights=variant_teacher_weights,
+        teacher=variant_teacher_config,
         settings=config["evaluate"],
         variant=variant_config,
         device=config["device"],

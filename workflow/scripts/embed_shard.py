@@ -1,0 +1,17 @@
+"""Rule embed_shard: one shard (round-robin records) of a FASTA file through a student."""
+from protkit.embed import embed_fasta, load_model
+from protkit.logs import to_file
+
+to_file(snakemake.log[0])
+settings = snakemake.params.settings
+embed_fasta(
+    load_model(snakemake.params.model_dir, int8=snakemake.params.int8, device=snakemake.params.device),
+    snakemake.input.fasta,
+    snakemake.output[0],
+    shard=(int(snakemake.wildcards.shard), int(snakemake.wildcards.nshards)),
+    poolings=settings["poolings"],
+    max_tokens=settings["max_tokens"],
+    overlength=settings["overlength"],
+    store_dtype=settings["store_dtype"],
+    device=snakemake.params.device,
+)
