@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Sequence
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -14,40 +13,24 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
-from benchmarks.b1_teacher import FULL as B1_FULL, QUICK as B1_QUICK
+from benchmarks.b1_teacher import settings as b1_settings
 from benchmarks.common import (
-    Goal, Result, Table, cosines, device_name, forward_flops, interleaved, length_summary, nonembedding_params,
-    rate, residues, sample_proteins, spread, strided_rounds, tokenize,
+    Goal, Result, Table, cosines, device_name, embedder, forward_flops, interleaved, length_summary,
+    nonembedding_params, rate, residues, sample_note, sample_proteins, spread, strided_rounds, student_model, tokenize,
 )
-from protkit.embed import pooled_embeddings, student_forward
+from protkit.embed import student_forward
 from protkit.models.esmc import ESMC
 from protkit.models.esmc_weights import random_esmc
-from protkit.models.prothash import PRESETS, ProtHash, ProtHashConfig
 from protkit.tokenize import pad_batch
 
 KEY, TITLE = "B2", "student vs teacher: ProtHash-V2-384-Tiny vs esmc_300m"
 GOAL = 50.0
+STUDENT_REPEATS = 3
 ALONE_COSINE = 0.99999  # a batched vector against the same sequence embedded alone, unpadded
-QUICK_STUDENT = ProtHashConfig(d_model=32, q_heads=4, kv_heads=2, n_layers=2, teacher_dim=64, context_length=1024)
-
-
-def student_model(config: ProtHashConfig, device: torch.device, seed: int = 0) -> ProtHash:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return ProtHash(config).to(device).eval()
 
 
 def teacher_forward(model: ESMC):
     return lambda input_ids, attention_mask: model(input_ids, attention_mask).last_hidden_state
-
-
-def embedder(forward, tokens: list[list[int]], dim: int, max_tokens: int, device: torch.device):
-    """A runner: mean-pooled vectors of ``items`` in length-sorted token-budget batches."""
-    def run(items: Sequence[int]) -> dict[int, np.ndarray]:
-        items = list(items)
-        vectors = pooled_embeddings(forward, [tokens[i] for i in items], ["mean"], dim, max_tokens, device)["mean"]
-        return dict(zip(items, vectors))
-    return run
 
 
 def alone(forward, token_list: list[int], device: torch.device) -> np.ndarray:
@@ -59,11 +42,11 @@ def alone(forward, token_list: list[int], device: torch.device) -> np.ndarray:
 
 
 def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
-    s = B1_QUICK if quick else B1_FULL
+    s = b1_settings(device, quick)
     proteins = sample_proteins(s.n_sequences, data_dir, max_residues=s.max_residues)
     tokens = tokenize(proteins)
     teacher = random_esmc(s.config, seed=0).to(device)
-    student = student_model(QUICK_STUDENT if quick else PRESETS["ProtHash-V2-384-Tiny"], device)
+    student = student_model(quick, device)
     forwards = {"teacher": teacher_forward(teacher), "student": student_forward(student)}
     labels = ["tiny ESMC" if quick else "esmc_300m", "tiny ProtHash" if quick else "ProtHash-V2-384-Tiny"]
     dims = [s.config.d_model, student.config.teacher_dim]
@@ -71,7 +54,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     names = list(variants)
     rounds = strided_rounds(len(tokens), s.rounds)
     shortest = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))[:2]
-    timings = interleaved(variants, rounds, [shortest], device, repeats={names[1]: 3})
+    timings = interleaved(variants, rounds, [shortest], device, repeats={names[1]: STUDENT_REPEATS})
 
     result = Result(KEY, TITLE, device_name(device))
     lengths = [len(t) for t in tokens]
@@ -98,10 +81,10 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     result.tables.append(table)
     result.goals.append(Goal("student vs teacher, residues/s", GOAL, timings.speedup(names[1], names[0])))
     result.notes += [
-        "Same sequences as B1 (seeded sample of proteins with at most "
-        f"{s.max_residues} residues) and the same batching for both models: protkit.embed.pooled_embeddings "
-        f"(length-sorted, {s.max_tokens} padded tokens per batch, mean pooling, inference_mode).",
-        f"Student timed {3} times per round (median), teacher once.",
+        f"Same sequences as B1 ({sample_note(s.max_residues)}) and the same batching for both models: "
+        f"protkit.embed.pooled_embeddings (length-sorted, {s.max_tokens} padded tokens per batch, mean pooling, "
+        "inference_mode).",
+        f"Student timed {STUDENT_REPEATS} times per round (median), teacher once.",
         "Correctness: the two shortest sequences of round 1 re-embedded alone (no padding, no mask) "
         f"must give cosine >= {ALONE_COSINE} with their batched vectors.",
     ]

@@ -16,13 +16,12 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
-from benchmarks.b2_student import QUICK_STUDENT, embedder, student_model
 from benchmarks.common import (
-    Goal, Result, Table, cosines, device_name, interleaved, length_summary, rate, residues, sample_note,
-    sample_proteins, spread, strided_rounds, tokenize,
+    Goal, Result, Table, cosines, device_name, embedder, interleaved, length_summary, rate, residues, sample_note,
+    sample_proteins, spread, strided_rounds, student_model, tokenize,
 )
 from protkit.embed import student_forward
-from protkit.models.prothash import PRESETS, ProtHash
+from protkit.models.prothash import ProtHash
 
 KEY, TITLE = "B4", "batching: sorted padded batches vs one sequence at a time"
 GOAL = 3.0
@@ -56,7 +55,7 @@ def one_at_a_time(model: ProtHash, tokens: list[list[int]], device: torch.device
 def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     s = QUICK if quick else FULL
     tokens = tokenize(sample_proteins(s.n_sequences, data_dir, max_residues=s.max_residues))
-    model = student_model(QUICK_STUDENT if quick else PRESETS["ProtHash-V2-384-Tiny"], device)
+    model = student_model(quick, device)
     variants = {
         "one at a time, no mask (ProtHash usage)": one_at_a_time(model, tokens, device),
         f"sorted padded batches ({s.max_tokens} tokens)": embedder(

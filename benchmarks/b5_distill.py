@@ -16,12 +16,14 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
-from benchmarks.b2_student import QUICK_STUDENT, student_model
-from benchmarks.common import Goal, Result, Table, device_name, interleaved, length_summary, rate, residues, sample_proteins, spread, tokenize
+from benchmarks.common import (
+    Goal, Result, Table, device_name, interleaved, length_summary, rate, residues, sample_proteins, spread,
+    student_model, tokenize,
+)
 from protkit.distill import DistillData, TrainConfig, _encode, _optimizer, distill_loss
 from protkit.models.esmc import ESMC, ESMC_PRESETS, ESMCConfig
 from protkit.models.esmc_weights import random_esmc
-from protkit.models.prothash import PRESETS, ProtHash
+from protkit.models.prothash import ProtHash
 from protkit.pooling import pool
 from protkit.tokenize import pad_batch
 
@@ -79,7 +81,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     sequences = [p.sequence for p in proteins]
     tokens = tokenize(proteins)
     teacher = random_esmc(s.teacher, seed=0).to(device)
-    student = student_model(QUICK_STUDENT if quick else PRESETS["ProtHash-V2-384-Tiny"], device).train()
+    student = student_model(quick, device).train()
     cfg = TrainConfig(max_length=1024, batch_tokens=max(len(t) for t in tokens) * len(tokens))
     cached = teacher_targets(teacher, tokens, cfg.poolings, device)  # the cache, built beforehand
     step = Step(student, cfg, sequences, device)

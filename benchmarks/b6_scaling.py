@@ -4,15 +4,15 @@ resident memory against the maximum sequence length, each length measured in a f
 Throughput: tokenization (``encode_one``) plus ``protkit.embed.pooled_embeddings`` (the embed
 stage's batched loop) of the student, for growing nested samples. Memory: a subprocess
 (``python benchmarks/b6_scaling.py --probe-memory L``) builds the student, then embeds proteins of
-at least ``L`` residues truncated to ``L`` tokens; it reports its peak RSS (``getrusage``) before
-and after embedding.
+at least ``L`` residues truncated to ``L`` tokens; it reports its resident memory before embedding
+and the peak while embedding.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import re
 import subprocess
 import sys
 import time
@@ -25,13 +25,11 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
-from benchmarks.b2_student import QUICK_STUDENT, student_model
 from benchmarks.common import (
     DATA_DIR, REPO_ROOT, Goal, Result, Table, cosines, device_name, load_proteins, rate, residues, sample_proteins,
-    synchronize, tokenize,
+    student_model, synchronize, tokenize,
 )
 from protkit.embed import pooled_embeddings, student_forward
-from protkit.models.prothash import PRESETS
 
 KEY, TITLE = "B6", "scaling: throughput vs number of sequences, memory vs sequence length"
 FLATNESS = 0.8  # slowest / fastest residues/s across the sizes
@@ -47,12 +45,8 @@ class Settings:
     memory_sequences: int
 
 
-FULL = Settings((500, 1000, 2000, 4000), 258, 16384, (256, 512, 1024, 2048), 32)
+FULL = Settings((500, 1000, 2000, 4000), 130, 16384, (256, 512, 1024, 2048), 32)
 QUICK = Settings((8, 16), 130, 1024, (64, 128), 2)
-
-
-def _model(quick: bool, device: torch.device):
-    return student_model(QUICK_STUDENT if quick else PRESETS["ProtHash-V2-384-Tiny"], device)
 
 
 def embed_all(model, sequences: list[str], max_length: int, max_tokens: int, device: torch.device) -> np.ndarray:
@@ -100,7 +94,7 @@ def memory(s: Settings, quick: bool, data_dir: Path, device: torch.device) -> Ta
     table = Table(
         f"B6b peak resident memory vs maximum sequence length ({s.memory_sequences} proteins truncated to L, "
         f"token budget {s.max_tokens}, fresh process each)",
-        ["max length L (tokens)", "batch shape", "peak RSS after model load", "peak RSS embedding", "growth",
+        ["max length L (tokens)", "batch shape", "RSS with model and data loaded", "peak RSS while embedding", "growth",
          "residues/s"] + (["peak CUDA memory"] if device.type == "cuda" else []),
     )
     for length in s.memory_lengths:
@@ -117,13 +111,24 @@ def memory(s: Settings, quick: bool, data_dir: Path, device: torch.device) -> Ta
     return table
 
 
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in MB."""
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    if match is None:
+        raise RuntimeError(f"/proc/self/status has no {field} (the memory probe needs Linux)")
+    return int(match.group(1)) / 1024
+
+
 def probe_memory(length: int, quick: bool, data_dir: Path, device: torch.device) -> dict:
-    """Run in a fresh process: peak RSS (MB) after building the model and after embedding."""
+    """Run in a fresh process: resident memory (MB) once the model and data are loaded, and the
+    peak while embedding (the high-water mark is reset just before, so imports do not count)."""
     s = QUICK if quick else FULL
-    model = _model(quick, device)
+    model = student_model(quick, device)
     proteins = sample_proteins(s.memory_sequences, data_dir, min_residues=length - 2)
     sequences = [p.sequence for p in proteins]
-    rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    embed_all(model, sequences[:1], 16, s.max_tokens, device)  # warm-up (library initialisation)
+    rss_model = _status_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     rows = max(1, s.max_tokens // length)
     start = time.perf_counter()
     vectors = embed_all(model, sequences, length, s.max_tokens, device)
@@ -135,7 +140,7 @@ def probe_memory(length: int, quick: bool, data_dir: Path, device: torch.device)
         "length": length,
         "batch_shape": f"{min(rows, len(sequences))} x {length}",
         "rss_model_mb": rss_model,
-        "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_peak_mb": _status_mb("VmHWM"),
         "residues_per_s": len(sequences) * (length - 2) / seconds,
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0,
     }
@@ -144,7 +149,7 @@ def probe_memory(length: int, quick: bool, data_dir: Path, device: torch.device)
 def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     s = QUICK if quick else FULL
     result = Result(KEY, TITLE, device_name(device))
-    model = _model(quick, device)
+    model = student_model(quick, device)
     result.tables.append(throughput(model, s, data_dir, device, result))
     result.tables.append(memory(s, quick, data_dir, device))
     result.notes += [
@@ -155,7 +160,9 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
         f"{s.max_length - 2} residues to keep `make bench` within its time budget; timed once each, in "
         "increasing size, after a warm-up. Vectors of the first size must not change in larger runs.",
         f"Memory: proteins of at least L - 2 residues (a seeded sample of {s.memory_sequences}), so every row is "
-        "exactly L tokens; RSS from resource.getrusage (ru_maxrss) in a fresh process per L.",
+        "exactly L tokens, in a fresh process per L; peak = VmHWM of /proc/self/status, reset (clear_refs) once "
+        "the model and data are loaded. (getrusage's ru_maxrss is not used: a child inherits its parent's peak "
+        "across fork and exec, which hid every embedding peak in development.)",
     ]
     return result
 

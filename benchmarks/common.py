@@ -1,11 +1,13 @@
 """Shared harness of the benchmarks: the real-protein sample, interleaved timing, FLOP counts,
 correctness checks, machine description and Markdown results.
 
-Every benchmark module exposes ``run(device, quick, data_dir) -> Result``. Timings are ratios of
-variants measured side by side in one process: the work is split into rounds (strided subsets of
-the sequences, so every round has the same length mix), each variant runs once per round in a
-rotating order (A B C, B C A, C A B, ...) after one warm-up call, and a speed-up is the median
-over rounds of the per-round time ratio. Absolute numbers on shared machines are noise.
+Every benchmark module exposes ``KEY``, ``TITLE`` and ``run(device, quick, data_dir) -> Result``.
+Timings are ratios of variants measured side by side in one process: the work is split into rounds
+(strided subsets of the sequences, so every round has the same length mix), each variant runs once
+per round in a rotating order (A B C, B C A, C A B, ...) after an untimed warm-up, and a speed-up
+is the median over rounds of the per-round time ratio. Absolute numbers on shared machines are
+noise. A correctness check that fails (parity, cosine) marks the result failed: the tables are
+kept, and ``run_all.py`` exits with status 1.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from protkit.embed import pooled_embeddings
 from protkit.fasta import read_fasta
+from protkit.models.prothash import PRESETS, ProtHash, ProtHashConfig
 from protkit.tokenize import encode_one
 
 log = logging.getLogger("benchmarks")
@@ -129,6 +133,28 @@ def strided_rounds(n_items: int, n_rounds: int) -> list[list[int]]:
     """``n_rounds`` disjoint subsets ``i::n_rounds`` of ``range(n_items)`` (same length mix each)."""
     n_rounds = max(1, min(n_rounds, n_items))
     return [list(range(r, n_items, n_rounds)) for r in range(n_rounds)]
+
+
+# --- models --------------------------------------------------------------------------------
+QUICK_STUDENT = ProtHashConfig(d_model=32, q_heads=4, kv_heads=2, n_layers=2, teacher_dim=64, context_length=1024)
+STUDENT = "ProtHash-V2-384-Tiny"
+
+
+def student_model(quick: bool, device: torch.device, seed: int = 0) -> ProtHash:
+    """The benchmarked student (``QUICK_STUDENT`` with ``quick``) with seeded random weights, eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ProtHash(QUICK_STUDENT if quick else PRESETS[STUDENT]).to(device).eval()
+
+
+def embedder(forward: Callable, tokens: list[list[int]], dim: int, max_tokens: int, device: torch.device) -> Runner:
+    """A runner: ``{item: mean-pooled vector (dim,)}`` of ``items``, through protkit's embedding loop
+    (``protkit.embed.pooled_embeddings``: length-sorted token-budget batches, inference mode)."""
+    def run(items: Sequence[int]) -> dict[int, np.ndarray]:
+        items = list(items)
+        vectors = pooled_embeddings(forward, [tokens[i] for i in items], ["mean"], dim, max_tokens, device)["mean"]
+        return dict(zip(items, vectors))
+    return run
 
 
 # --- timing ----------------------------------------------------------------------------------
@@ -250,7 +276,8 @@ class Goal:
 
     def row(self) -> list[str]:
         measured = "n/a" if self.measured is None else ratio(self.measured)
-        condition = self.condition + ("" if self.condition_met or not self.condition else " (not met)")
+        unmet = self.condition and not self.condition_met and self.measured is not None
+        condition = self.condition + (" (not met)" if unmet else "")
         return [self.name, f">= {self.target:g}x", measured, condition or "-", "PASS" if self.passed else "MISS"]
 
 
@@ -279,6 +306,7 @@ class Result:
     message: str = ""
     seconds: float = 0.0
     machine: str = ""  # set by execute()
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after, set by execute()
 
     def require(self, ok: bool, message: str) -> None:
         """Record a failed correctness check: the tables are kept, the benchmark fails."""
@@ -289,7 +317,8 @@ class Result:
 
     def markdown(self, command: str, date: str) -> str:
         lines = [f"## {self.key} {self.title} ({self.device})", "",
-                 f"{self.machine}; `{command}`; {date}; took {self.seconds:.0f} s.", ""]
+                 f"{self.machine}; `{command}`; {date}; took {self.seconds:.0f} s; "
+                 f"load average {self.load[0]:.1f} before, {self.load[1]:.1f} after.", ""]
         if self.status == "skipped":
             return "\n".join(lines + [f"SKIPPED: {self.message}", ""])
         if self.status == "failed":
@@ -364,7 +393,7 @@ def devices() -> list[torch.device]:
 def execute(module: ModuleType, device: torch.device, quick: bool, data_dir: Path) -> Result:
     """``module.run`` with its wall time: data absence -> ``skipped``; a failed correctness check or
     any other error -> ``failed`` (with the message; the traceback is logged)."""
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     try:
         result = module.run(device, quick, data_dir)
     except DataMissing as err:
@@ -375,6 +404,7 @@ def execute(module: ModuleType, device: torch.device, quick: bool, data_dir: Pat
                         message=f"{type(err).__name__}: {err}")
     result.seconds = time.perf_counter() - start
     result.machine = machine_line(device)
+    result.load = (load, os.getloadavg()[0])
     return result
 
 

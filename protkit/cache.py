@@ -454,20 +454,25 @@ def load_token_targets(cache_dir: str | Path, ids: Iterable[str]) -> dict[str, t
 # --------------------------------------------------------------------------- teacher
 
 
+RANDOM_EXTRA_KEYS = {"seed", "qk_gain"}
+
+
 def random_teacher_config(random: dict) -> tuple[ESMCConfig, int]:
-    """ESMCConfig and seed from a ``random`` config section (ESMCConfig fields plus ``seed``)."""
+    """ESMCConfig and seed from a ``random`` config section (ESMCConfig fields plus ``seed`` and
+    ``qk_gain``, see :func:`~protkit.models.esmc_weights.random_esmc`)."""
     fields = set(ESMCConfig.__dataclass_fields__)
-    unknown = sorted(set(random) - fields - {"seed"})
+    unknown = sorted(set(random) - fields - RANDOM_EXTRA_KEYS)
     if unknown:
         raise ValueError(f"teacher random: unknown key(s) {', '.join(unknown)}; allowed: "
-                         f"{', '.join(sorted(fields | {'seed'}))}")
-    return ESMCConfig(**{k: v for k, v in random.items() if k != "seed"}), int(random.get("seed", 0))
+                         f"{', '.join(sorted(fields | RANDOM_EXTRA_KEYS))}")
+    config = ESMCConfig(**{k: v for k, v in random.items() if k not in RANDOM_EXTRA_KEYS})
+    return config, int(random.get("seed", 0))
 
 
 def write_random_teacher(random: dict, path: str | Path) -> Path:
     """Write seeded random ESMC weights (offline demo teacher) described by ``random`` to ``path``."""
     config, seed = random_teacher_config(random)
-    save_weights(random_esmc(config, seed), path)
+    save_weights(random_esmc(config, seed, qk_gain=float(random.get("qk_gain", 1.0))), path)
     return Path(path)
 
 

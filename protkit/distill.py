@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -67,6 +68,8 @@ class TrainConfig:
     poolings: tuple[str, ...] = ("cls", "mean")
     cosine_weight: float = 1.0
     mse_weight: float = 1.0
+    center_cosine: bool = True  # cosine on vectors minus the train-split target mean (see _vector_loss)
+    adapter_init: str = "ridge"  # "ridge": least-squares fit of the adapter before step 0 (see fit_adapter)
     lr: float = 5e-4
     min_lr_ratio: float = 0.0  # final lr as a fraction of lr
     weight_decay: float = 0.01
@@ -89,6 +92,8 @@ class TrainConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.adapter_init not in ("ridge", "random"):
+            raise ValueError(f"adapter_init must be 'ridge' or 'random', got {self.adapter_init!r}")
         if not self.poolings or any(p not in VECTOR_POOLINGS for p in self.poolings):
             raise ValueError(
                 f"poolings must be a non-empty list of {', '.join(VECTOR_POOLINGS)}, got {list(self.poolings)}"
@@ -219,12 +224,20 @@ class _Encoded:
     data: DistillData
     tokens: list[list[int]]  # token ids incl. CLS/EOS per sequence
     lengths: list[int]
+    centers: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def batch(self, rows: list[int], device: torch.device) -> TokenBatch:
         return pad_batch([self.tokens[i] for i in rows]).to(device)
 
     def pooled_targets(self, rows: list[int], pooling: str, device: torch.device) -> torch.Tensor:
         return torch.from_numpy(np.asarray(self.data.targets[pooling][rows], dtype=np.float32)).to(device)  # (B, D)
+
+    def center(self, pooling: str, device: torch.device) -> torch.Tensor:
+        """Mean target vector of this split for ``pooling`` (computed once).  # (D,)"""
+        if pooling not in self.centers:
+            mean = self.data.targets[pooling].mean(axis=0, dtype=np.float64).astype(np.float32)
+            self.centers[pooling] = torch.from_numpy(mean).to(device)
+        return self.centers[pooling]
 
     def token_targets(self, rows: list[int], device: torch.device) -> torch.Tensor:
         assert self.data.token_targets is not None
@@ -274,9 +287,18 @@ def _teacher_space(model: ProtHash, batch: TokenBatch) -> torch.Tensor:
     return model.adapter(model(batch.input_ids, batch.attention_mask))
 
 
-def _vector_loss(pred: torch.Tensor, target: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+def _vector_loss(
+    pred: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, center: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``cosine_weight * (1 - cos) + mse_weight * MSE``. With ``center`` (the train-split mean target,
+    ``(D,)``) the cosine compares ``pred - center`` with ``target - center``: teacher vectors share a large
+    common direction, and raw cosine mostly rewards matching it; centred cosine puts the gradient on
+    what distinguishes one protein from another (raw cosine still rises, and MSE keeps the offset)."""
     # pred, target: (N, D) float32
-    cosine = F.cosine_similarity(pred, target, dim=-1)  # (N,)
+    if center is not None:
+        cosine = F.cosine_similarity(pred - center, target - center, dim=-1)  # (N,)
+    else:
+        cosine = F.cosine_similarity(pred, target, dim=-1)  # (N,)
     return cfg.cosine_weight * (1.0 - cosine).mean() + cfg.mse_weight * F.mse_loss(pred, target)
 
 
@@ -292,7 +314,12 @@ def distill_loss(
         pred = torch.cat(pool(hidden, batch.input_ids, batch.attention_mask, "tokens"))  # (R, T)
         return _vector_loss(pred, enc.token_targets(rows, device), cfg)
     losses = [
-        _vector_loss(pool(hidden, batch.input_ids, batch.attention_mask, p), enc.pooled_targets(rows, p, device), cfg)
+        _vector_loss(
+            pool(hidden, batch.input_ids, batch.attention_mask, p),
+            enc.pooled_targets(rows, p, device),
+            cfg,
+            enc.center(p, device) if cfg.center_cosine else None,
+        )
         for p in cfg.poolings
     ]
     return torch.stack(losses).mean()
@@ -416,7 +443,8 @@ class _Progress:
     epoch: int = 0
     batch_index: int = 0
     losses: list[float] = field(default_factory=list)
-    initial_cosine: dict[str, float] = field(default_factory=dict)
+    initial_cosine: dict[str, float] = field(default_factory=dict)  # at step 0 (after the adapter fit)
+    untrained_cosine: dict[str, float] = field(default_factory=dict)  # random init, before the adapter fit
     train_seconds: float = 0.0  # optimizer steps only
     wall_seconds: float = 0.0  # steps + in-loop evaluation, summed over resumed runs
     residues: int = 0
@@ -474,7 +502,11 @@ def train(
         progress = _restore(state, model, optimizer, scheduler)
         log.info("resuming from %s at step %d", checkpoint_dir, progress.step)
     else:
-        progress = _Progress(initial_cosine=evaluate(model, test_enc, cfg, device, autocast))
+        untrained = evaluate(model, test_enc, cfg, device, autocast)
+        if cfg.adapter_init == "ridge":
+            fit_adapter(model, train_enc, cfg, device)
+        progress = _Progress(initial_cosine=evaluate(model, test_enc, cfg, device, autocast),
+                             untrained_cosine=untrained)
     resumed_from = progress.step if state is not None else None
     del state
 
@@ -491,6 +523,37 @@ def train(
                    n_test=len(test_data), config_hash=_hash(settings), max_length=max_length)
     write_json(Path(out_dir) / "training_summary.json", summary)
     return summary
+
+
+@torch.no_grad()
+def fit_adapter(model: ProtHash, enc: _Encoded, cfg: TrainConfig, device: torch.device, ridge: float = 1e-3) -> None:
+    """Set the adapter (native -> teacher width) to the ridge least-squares map from the untrained
+    student's pooled native vectors to the teacher's pooled targets, over the training split.
+
+    A linear-probe start: training then begins from the best linear read-out of the random encoder
+    instead of a random projection, which shortens distillation (pooled objective only; no RNG used,
+    so resuming and ``untrained_student`` are unaffected)."""
+    if cfg.objective != "pooled" or not isinstance(model.adapter, torch.nn.Linear):
+        return
+    was_training = model.training
+    model.eval()
+    features: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    for rows in token_budget_batches(enc.lengths, cfg.batch_tokens, cfg.batch_size):
+        batch = enc.batch(rows, device)
+        hidden = model(batch.input_ids, batch.attention_mask).float()  # (B, L, d)
+        for p in cfg.poolings:
+            features.append(pool(hidden, batch.input_ids, batch.attention_mask, p).double().cpu())  # (B, d)
+            targets.append(enc.pooled_targets(rows, p, torch.device("cpu")).double())  # (B, T)
+    x, y = torch.cat(features), torch.cat(targets)  # (N, d), (N, T)
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc  # (d, d)
+    gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
+    weight = torch.linalg.solve(gram, xc.T @ yc)  # (d, T)
+    model.adapter.weight.copy_(weight.T.float())
+    model.adapter.bias.copy_((y_mean - x_mean @ weight).float())
+    model.train(was_training)
 
 
 def _restore(state: dict, model: ProtHash, optimizer: torch.optim.Optimizer, scheduler: Any) -> _Progress:
@@ -595,6 +658,7 @@ def _finish(
         "train_loss_end": _window_mean(progress.losses, first=False),
         "train_loss_last": progress.losses[-1] if progress.losses else None,
         "heldout_cosine_initial": progress.initial_cosine,
+        "heldout_cosine_untrained": progress.untrained_cosine,
         "heldout_cosine_final": final,
         "train_seconds": progress.train_seconds,
         "wall_seconds": progress.wall_seconds,
@@ -653,9 +717,13 @@ def distill_from_cache(
     tensorboard_dir: str | Path,
     device: str = "auto",
     variant_name: str = "<name>",
+    clear_checkpoints: bool = True,
 ) -> dict:
     """Train a variant (``preset``, ``architecture``, ``training``, ``qat`` keys) on a teacher
-    cache and the dataset's ``sequences.parquet``; returns the training summary."""
+    cache and the dataset's ``sequences.parquet``; returns the training summary.
+
+    Checkpoints exist to resume an interrupted run; with ``clear_checkpoints`` they are removed once
+    the final model is written, so a deliberate re-run (``--forcerun distill``) trains afresh."""
     import pandas as pd
 
     from protkit.cache import load_pooled, load_token_targets
@@ -701,5 +769,8 @@ def distill_from_cache(
             token_targets=token_targets,
             ids=ids,
         )
-    return train(model_config, train_config, qat, parts["train"], parts["test"], out_dir, checkpoint_dir,
-                 tensorboard_dir, device, config_key=key)
+    summary = train(model_config, train_config, qat, parts["train"], parts["test"], out_dir, checkpoint_dir,
+                    tensorboard_dir, device, config_key=key)
+    if clear_checkpoints:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return summary

@@ -68,6 +68,7 @@ def test_goal_verdicts_and_failed_checks_are_reported() -> None:
     assert not Goal("g", 1.2, 3.0, condition="cosine 0.99 >= 0.999", condition_met=False).passed
     assert not Goal("g", 1.2, None).passed
     assert Goal("g", 1.2, 3.0, "c", False).row()[-1] == "MISS"
+    assert Goal("g", 1.3, None, "no torch.compile run", False).row()[2:] == ["n/a", "no torch.compile run", "MISS"]
     result = Result("B9", "demo", tables=[Table("t", ["x"], [["1"]])], goals=[Goal("g", 2.0, 1.0)])
     result.require(True, "fine")
     assert result.status == "ok"

@@ -99,14 +99,24 @@ def load_esmc(
     return model.to(device=device, dtype=dtype).eval()
 
 
-def random_esmc(config: ESMCConfig, seed: int) -> ESMC:
-    """An ESMC with seeded random weights (for tests and the offline demo)."""
+def random_esmc(config: ESMCConfig, seed: int, qk_gain: float = 1.0) -> ESMC:
+    """An ESMC with seeded random weights (for tests and the offline demo).
+
+    ``qk_gain`` multiplies the query/key LayerNorm gains: with the default initialisation attention is
+    nearly uniform, so a random ESMC's pooled vectors are almost a linear function of amino-acid
+    composition; a gain of about 4 sharpens attention so the output depends on sequence context,
+    which makes the demo teacher a fairer stand-in for a trained one.
+    """
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
         model = ESMC(config)
     finally:
         torch.random.set_rng_state(generator_state)
+    with torch.no_grad():
+        for block in model.transformer.blocks:
+            block.attn.q_ln.weight.mul_(qk_gain)
+            block.attn.k_ln.weight.mul_(qk_gain)
     return model.eval()
 
 
