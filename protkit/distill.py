@@ -68,7 +68,7 @@ class TrainConfig:
     poolings: tuple[str, ...] = ("cls", "mean")
     cosine_weight: float = 1.0
     mse_weight: float = 1.0
-    center_cosine: bool = True  # cosine on vectors minus the train-split target mean (see _vector_loss)
+    center_cosine: bool = False  # cosine on vectors minus the train-split target mean (see _vector_loss)
     adapter_init: str = "ridge"  # "ridge": least-squares fit of the adapter before step 0 (see fit_adapter)
     lr: float = 5e-4
     min_lr_ratio: float = 0.0  # final lr as a fraction of lr

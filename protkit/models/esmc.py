@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from protkit.models.rotary import Rotary
 from protkit.tokenize import PAD_ID
 
 
@@ -57,28 +58,6 @@ class ESMCOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None  # n_layers x (B, L, D), before the final norm
 
 
-class RotaryEmbedding(nn.Module):
-    """GPT-NeoX style rotary embedding (halves rotated), angles computed in fp32."""
-
-    def __init__(self, dim: int, base: float = 10000.0):
-        super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # q, k: (B, L, H, Dh)
-        positions = torch.arange(q.shape[1], device=q.device, dtype=torch.float32)
-        freqs = torch.outer(positions, self.inv_freq.float())  # (L, Dh/2)
-        cos = freqs.cos().repeat(1, 2)[:, None, :].to(q.dtype)  # (L, 1, Dh)
-        sin = freqs.sin().repeat(1, 2)[:, None, :].to(q.dtype)
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 class MultiHeadAttention(nn.Module):
     def __init__(self, cfg: ESMCConfig):
         super().__init__()
@@ -88,7 +67,7 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(d, d, bias=False)
         self.q_ln = nn.LayerNorm(d, bias=False)
         self.k_ln = nn.LayerNorm(d, bias=False)
-        self.rotary = RotaryEmbedding(cfg.d_head, cfg.rotary_base)
+        self.rotary = Rotary(cfg.d_head, cfg.rotary_base, seq_dim=1)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         B, L, D = x.shape

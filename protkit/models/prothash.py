@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from protkit.atomic import atomic_path, write_json
+from protkit.models.rotary import Rotary
 from protkit.pooling import POOLINGS, pool
 from protkit.tokenize import PAD_ID, VOCAB_SIZE
 
@@ -92,28 +93,6 @@ PRESETS: dict[str, ProtHashConfig] = {
 }
 
 
-class Rotary(nn.Module):
-    """Rotary positions (halves rotated) with ProtHash's base; angles in fp32."""
-
-    def __init__(self, head_dim: int, base: float):
-        super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # q: (B, Hq, L, Dh), k: (B, Hkv, L, Dh)
-        positions = torch.arange(q.shape[2], device=q.device, dtype=torch.float32)
-        freqs = torch.outer(positions, self.inv_freq)  # (L, Dh/2)
-        cos = freqs.cos().repeat(1, 2).to(q.dtype)  # (L, Dh)
-        sin = freqs.sin().repeat(1, 2).to(q.dtype)
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 class SelfAttention(nn.Module):
     """Grouped-query self-attention through SDPA, with a key-padding mask."""
 
@@ -125,7 +104,7 @@ class SelfAttention(nn.Module):
         self.k_proj = nn.Linear(d, cfg.kv_heads * hd, bias=False)
         self.v_proj = nn.Linear(d, cfg.kv_heads * hd, bias=False)
         self.out_proj = nn.Linear(d, d, bias=False)
-        self.rotary = Rotary(hd, cfg.rotary_base) if cfg.positions == "rotary" else None
+        self.rotary = Rotary(hd, cfg.rotary_base, seq_dim=2) if cfg.positions == "rotary" else None
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:

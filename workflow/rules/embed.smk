@@ -9,7 +9,8 @@ rule embed_shard:
     output:
         EMBED_SHARD,
     params:
-        settings=EMBED,
+        # Only what shapes a shard: adding an input or a model must not rerun existing shards.
+        settings={k: EMBED[k] for k in ("poolings", "max_tokens", "overlength", "store_dtype")},
         model_dir=embed_model_dir,
         int8=embed_model_is_int8,
         device=config["device"],
