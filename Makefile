@@ -22,11 +22,12 @@ $(STAMP): requirements/lock.txt requirements/esm.txt pyproject.toml
 	$(BIN)/python -c "import protkit, esm, torchao, snakemake; print('protkit environment ready:', protkit.__version__)"
 	touch $(STAMP)
 
-# Default suite: everything except tests marked slow (about 15 minutes on 2 cores).
+# Default suite: everything except tests marked slow (about 20 minutes on 2 cores). It includes the
+# SLURM integration test, which (as root) installs and starts a single-node SLURM and tears it down.
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q
 
-# Everything, including real-size models and the SLURM integration test (needs root for SLURM).
+# Everything, including the 300M-parameter parity test.
 test-all: install
 	$(BIN)/python -m pytest -q
 

@@ -100,6 +100,7 @@ def load_model(model: str | Path, int8: bool = False, device: str | torch.device
     implied) or a Hub repo id. ``int8``: load ``{model}/int8/``; when that is absent, quantize
     the fp32 model now (``int8_dynamic``; the fingerprint is then the fp32 weights').
     """
+    device = resolve_device(device) if isinstance(device, str) else device
     directory = _model_directory(model)
     int8_dir = directory if (directory / QUANT_FILE).is_file() else directory / INT8_SUBDIR
     if (directory / QUANT_FILE).is_file() or (int8 and (int8_dir / QUANT_FILE).is_file()):

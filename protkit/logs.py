@@ -19,3 +19,12 @@ def to_file(log_path: str | Path) -> None:
         force=True,
     )
     logging.captureWarnings(True)
+
+
+def start_job(log_path: str | Path, threads: int) -> None:
+    """Start a workflow job: log to ``log_path`` and let torch use only the job's ``threads`` CPUs
+    (on a shared SLURM node torch would otherwise spread over every core)."""
+    import torch
+
+    to_file(log_path)
+    torch.set_num_threads(max(1, int(threads)))

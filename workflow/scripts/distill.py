@@ -2,9 +2,9 @@
 from pathlib import Path
 
 from protkit.distill import distill_from_cache
-from protkit.logs import to_file
+from protkit.logs import start_job
 
-to_file(snakemake.log[0])
+start_job(snakemake.log[0], snakemake.threads)
 distill_from_cache(
     snakemake.input.sequences,
     Path(snakemake.input.cache).parent,

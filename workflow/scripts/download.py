@@ -1,8 +1,8 @@
 """Rule download: a Hugging Face dataset -> parquet table (id, sequence)."""
 from protkit.data import download_hub_dataset
-from protkit.logs import to_file
+from protkit.logs import start_job
 
-to_file(snakemake.log[0])
+start_job(snakemake.log[0], snakemake.threads)
 hub = snakemake.params.hub
 download_hub_dataset(
     hub["repo_id"], hub["revision"], snakemake.output[0],

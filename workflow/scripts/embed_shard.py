@@ -1,8 +1,8 @@
 """Rule embed_shard: one shard (round-robin records) of a FASTA file through a student."""
 from protkit.embed import embed_fasta, load_model
-from protkit.logs import to_file
+from protkit.logs import start_job
 
-to_file(snakemake.log[0])
+start_job(snakemake.log[0], snakemake.threads)
 settings = snakemake.params.settings
 embed_fasta(
     load_model(snakemake.params.model_dir, int8=snakemake.params.int8, device=snakemake.params.device),

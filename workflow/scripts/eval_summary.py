@@ -1,6 +1,6 @@
 """Rule eval_summary: all variants side by side (summary.tsv + plot)."""
-from protkit.logs import to_file
+from protkit.logs import start_job
 from protkit.report import summarize
 
-to_file(snakemake.log[0])
+start_job(snakemake.log[0], snakemake.threads)
 summarize(snakemake.input, snakemake.output.table, snakemake.output.plot)

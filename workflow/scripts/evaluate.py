@@ -2,9 +2,9 @@
 from pathlib import Path
 
 from protkit.evaluate import evaluate_variant
-from protkit.logs import to_file
+from protkit.logs import start_job
 
-to_file(snakemake.log[0])
+start_job(snakemake.log[0], snakemake.threads)
 settings, teacher = snakemake.params.settings, snakemake.params.teacher
 evaluate_variant(
     snakemake.input.sequences,

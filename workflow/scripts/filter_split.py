@@ -1,8 +1,8 @@
 """Rule filter_split: raw sequences -> filtered, de-duplicated, split table + report."""
 from protkit.data import filter_and_split, read_sources, write_dataset
-from protkit.logs import to_file
+from protkit.logs import start_job
 
-to_file(snakemake.log[0])
+start_job(snakemake.log[0], snakemake.threads)
 data = snakemake.params.data
 source = "parquet" if data["source"] == "hub" else data["source"]
 table, report = filter_and_split(

@@ -1,9 +1,9 @@
 """Rule teacher_cache: every kept sequence through the teacher once -> pooled vector shards."""
 from protkit.cache import build_cache, teacher_from_config
 from protkit.data import read_dataset
-from protkit.logs import to_file
+from protkit.logs import start_job
 
-to_file(snakemake.log[0])
+start_job(snakemake.log[0], snakemake.threads)
 teacher = snakemake.params.teacher
 model, weights_sha256 = teacher_from_config(
     snakemake.params.weights, random=teacher.get("random"),
