@@ -1,7 +1,7 @@
 """Run the benchmarks B1-B6 (``make bench``) and write docs/benchmarks.md atomically.
 
-    .venv/bin/python benchmarks/run_all.py                 # everything, about 20 minutes on 2 cores
-    .venv/bin/python benchmarks/run_all.py --only B2,B4    # a subset
+    .venv/bin/python benchmarks/run_all.py                 # everything (~20 min on 2 idle cores)
+    .venv/bin/python benchmarks/run_all.py --only B2,B4    # a subset: printed, docs/ left alone
     .venv/bin/python benchmarks/run_all.py --quick --out /tmp/bench.md   # tiny smoke run
 
 Each benchmark runs on the CPU, and on CUDA too when a GPU is present. A goal missed is stated
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="tiny models and sizes: a smoke run of the harness")
     parser.add_argument("--data", type=Path, default=DATA_DIR, help=f"directory holding {' and '.join(FASTA_FILES)}")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"Markdown report (default: {DEFAULT_OUT.relative_to(REPO_ROOT)}; with --quick none)")
+                        help=f"Markdown report (default: {DEFAULT_OUT.relative_to(REPO_ROOT)} for a full run of "
+                             "every benchmark; none with --quick or --only, which only print)")
     return parser
 
 
@@ -103,7 +104,8 @@ def document(results: list[Result], command: str, date: str, seconds: float, qui
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    out = args.out if args.out is not None else (None if args.quick else DEFAULT_OUT)
+    complete = not args.quick and args.only == list(BENCHMARKS)
+    out = args.out if args.out is not None else (DEFAULT_OUT if complete else None)
     command = shell_command([os.path.relpath(__file__), *(sys.argv[1:] if argv is None else argv)])
     date, start = today(), time.perf_counter()
     results: list[Result] = []

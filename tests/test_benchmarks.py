@@ -105,3 +105,13 @@ def test_quick_run_of_every_benchmark_writes_the_report(shared_data: Path, tmp_p
     assert len(verdicts) >= 2 * 7  # every goal in the summary and in its section
     assert "parity" in text and "cosine" in text and "peak RSS" in text
     assert not list(tmp_path.glob(".benchmarks.md.*"))  # atomic write left no temporary file
+
+
+def test_partial_runs_leave_the_report_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    report = tmp_path / "docs" / "benchmarks.md"
+    monkeypatch.setattr(run_all, "DEFAULT_OUT", report)
+    assert run_all.main(["--only", "B6", "--data", str(tmp_path)]) == 0  # data absent: skipped, not failed
+    assert not report.exists()
+    assert run_all.main(["--data", str(tmp_path)]) == 0  # every benchmark: the report is written
+    text = report.read_text()
+    assert text.count("SKIPPED: real protein data absent") == len(run_all.BENCHMARKS)

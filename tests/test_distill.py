@@ -93,6 +93,15 @@ def test_pooled_loss_falls_and_heldout_cosine_rises(pooled_run):
     assert summary["steps"] == 30
     assert summary["train_loss_end"] < 0.7 * summary["train_loss_start"]
     for pooling in ("cls", "mean"):
+        # the ridge-fitted adapter starts above the random student; training ends far above it
+        assert summary["heldout_cosine_initial"][pooling] > summary["heldout_cosine_untrained"][pooling]
+        assert summary["heldout_cosine_final"][pooling] > summary["heldout_cosine_untrained"][pooling] + 0.2
+
+
+def test_training_alone_raises_cosine_from_a_random_adapter(tmp_path, teacher_data):
+    summary = run(tmp_path, teacher_data, replace(BASE, adapter_init="random"))
+    for pooling in ("cls", "mean"):
+        assert summary["heldout_cosine_initial"][pooling] == pytest.approx(summary["heldout_cosine_untrained"][pooling])
         assert summary["heldout_cosine_final"][pooling] > summary["heldout_cosine_initial"][pooling] + 0.2
 
 
