@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="tiny models and sizes: a smoke run of the harness")
     parser.add_argument("--data", type=Path, default=DATA_DIR, help=f"directory holding {' and '.join(FASTA_FILES)}")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"Markdown report (default: {DEFAULT_OUT.relative_to(REPO_ROOT)} for a full run of "
+                        help="Markdown report (default: docs/benchmarks.md for a full run of "
                              "every benchmark; none with --quick or --only, which only print)")
     return parser
 
