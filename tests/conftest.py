@@ -79,3 +79,21 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubCache:
         return snapshot
 
     return add
+
+
+TINY_STUDENT = {"d_model": 32, "q_heads": 4, "kv_heads": 2, "n_layers": 2, "teacher_dim": 64, "context_length": 512}
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved random tiny student (``TINY_STUDENT``) with its int8 artifact in ``int8/``."""
+    import torch
+
+    from protkit.models.prothash import ProtHash, ProtHashConfig
+    from protkit.quantize import quantize_pretrained
+
+    directory = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    ProtHash(ProtHashConfig(**TINY_STUDENT)).save_pretrained(directory)
+    quantize_pretrained(directory, directory / "int8")
+    return directory

@@ -10,25 +10,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 import protkit
 from protkit.cli import main
 from protkit.embed import embed_fasta, load_model, read_metadata
 from protkit.fasta import write_fasta
-from protkit.models.prothash import ProtHash, ProtHashConfig
-from protkit.quantize import quantize_pretrained
 
-TINY = ProtHashConfig(d_model=32, q_heads=4, kv_heads=2, n_layers=2, teacher_dim=64, context_length=512)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    ProtHash(TINY).save_pretrained(directory)
-    quantize_pretrained(directory, directory / "int8")
-    return directory
 
 
 @pytest.fixture(scope="module")

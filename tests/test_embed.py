@@ -23,25 +23,16 @@ from protkit.embed import (
 from protkit.fasta import write_fasta
 from protkit.models.esmc_weights import file_sha256
 from protkit.models.prothash import ProtHash, ProtHashConfig
-from protkit.quantize import quantize_pretrained
 from protkit.tokenize import encode_batch
 
-TINY = ProtHashConfig(d_model=32, q_heads=4, kv_heads=2, n_layers=2, teacher_dim=64, context_length=512)
+from conftest import TINY_STUDENT
+
+TINY = ProtHashConfig(**TINY_STUDENT)
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 
 
 def random_protein(rng: random.Random, length: int) -> str:
     return "".join(rng.choice(AMINO) for _ in range(length))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saved random tiny student with its int8 artifact in ``int8/``."""
-    directory = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    ProtHash(TINY).save_pretrained(directory)
-    quantize_pretrained(directory, directory / "int8")
-    return directory
 
 
 @pytest.fixture(scope="module")
