@@ -24,6 +24,6 @@ rule distill:
     log:
         "logs/distill/{variant}.log",
     benchmark:
-        "benchmarks/distill/{variant}.tsv"
+        "results/benchmarks/distill/{variant}.tsv"
     script:
         "../scripts/distill.py"

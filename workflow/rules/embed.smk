@@ -22,7 +22,7 @@ rule embed_shard:
     log:
         "logs/embed/{model}/{name}-{shard}-of-{nshards}.log",
     benchmark:
-        "benchmarks/embed/{model}/{name}-{shard}-of-{nshards}.tsv"
+        "results/benchmarks/embed/{model}/{name}-{shard}-of-{nshards}.tsv"
     script:
         "../scripts/embed_shard.py"
 

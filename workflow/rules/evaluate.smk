@@ -43,7 +43,7 @@ rule evaluate:
     log:
         "logs/evaluate/{variant}.log",
     benchmark:
-        "benchmarks/evaluate/{variant}.tsv"
+        "results/benchmarks/evaluate/{variant}.tsv"
     script:
         "../scripts/evaluate.py"
 

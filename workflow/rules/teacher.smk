@@ -32,6 +32,6 @@ rule teacher_cache:
     log:
         "logs/teacher_cache/{teacher}-{dataset}.log",
     benchmark:
-        "benchmarks/teacher_cache/{teacher}-{dataset}.tsv"
+        "results/benchmarks/teacher_cache/{teacher}-{dataset}.tsv"
     script:
         "../scripts/teacher_cache.py"
