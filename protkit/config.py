@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -104,11 +103,3 @@ def resolve_data_path(spec: str) -> Path:
                 raise ConfigError(f"data path {spec!r}: {relative} not found in package {package}")
             return path
     return Path(spec)
-
-
-def teacher_settings(config: dict, teacher: str) -> dict[str, Any]:
-    return config["teachers"][teacher]
-
-
-def variant_settings(config: dict, variant: str) -> dict[str, Any]:
-    return config["variants"][variant]

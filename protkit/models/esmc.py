@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from protkit.models.masking import key_padding_mask, padding_mask
 from protkit.models.rotary import Rotary
-from protkit.tokenize import PAD_ID
 
 
 @dataclass(frozen=True)
@@ -134,11 +134,8 @@ class ESMC(nn.Module):
         output_hidden_states: bool = False,
     ) -> ESMCOutput:
         """input_ids (B, L) int64; attention_mask (B, L), True on real tokens (default: not PAD)."""
-        if attention_mask is None:
-            attention_mask = input_ids != PAD_ID
-        attention_mask = attention_mask.bool()
-        # Key-padding mask, or None when nothing is padded (lets SDPA take its fastest kernel).
-        attn_mask = None if bool(attention_mask.all()) else attention_mask[:, None, None, :]  # (B, 1, 1, L)
+        attention_mask = padding_mask(input_ids, attention_mask)
+        attn_mask = key_padding_mask(attention_mask)  # (B, 1, 1, L) or None
 
         x = self.embed(input_ids)  # (B, L, D)
         hidden_states: list[torch.Tensor] = []

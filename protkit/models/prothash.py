@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from protkit.atomic import atomic_path, write_json
+from protkit.models.masking import key_padding_mask, padding_mask
 from protkit.models.rotary import Rotary
 from protkit.pooling import POOLINGS, pool
 from protkit.tokenize import PAD_ID, VOCAB_SIZE
@@ -171,10 +172,8 @@ class ProtHash(nn.Module):
         B, L = input_ids.shape
         if L > self.config.context_length:
             raise ValueError(f"sequence of {L} tokens exceeds the context length {self.config.context_length}")
-        if attention_mask is None:
-            attention_mask = input_ids != PAD_ID
-        attention_mask = attention_mask.bool()
-        attn_mask = None if bool(attention_mask.all()) else attention_mask[:, None, None, :]  # (B, 1, 1, L)
+        attention_mask = padding_mask(input_ids, attention_mask)
+        attn_mask = key_padding_mask(attention_mask)  # (B, 1, 1, L) or None
         x = self.token_embeddings(input_ids)  # (B, L, D)
         if self.position_embeddings is not None:
             x = x + self.position_embeddings.weight[:L]
@@ -200,8 +199,7 @@ class ProtHash(nn.Module):
     def _embed(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str, to_teacher: bool
     ) -> torch.Tensor | list[torch.Tensor]:
-        if attention_mask is None:
-            attention_mask = input_ids != PAD_ID
+        attention_mask = padding_mask(input_ids, attention_mask)
         hidden = self(input_ids, attention_mask)  # (B, L, d_model)
         if to_teacher:
             hidden = self.adapter(hidden)  # (B, L, teacher_dim)
