@@ -4,7 +4,9 @@ Objectives (``training.objective``):
 
 - ``pooled``: for each configured pooling (``cls``/``mean``),
   ``cosine_weight * (1 - cos) + mse_weight * MSE`` between the student's pooled vectors in the
-  teacher's width and the cached teacher vectors, averaged over the poolings. The encoder runs
+  teacher's width and the cached teacher vectors, averaged over the poolings (weighted by
+  ``pooling_weights``: mean-pooled vectors sit much closer to their targets than CLS vectors, so
+  with equal weights the CLS term dominates the gradient). The encoder runs
   once per batch and every pooling is taken from the same hidden states (the same vectors as
   ``ProtHash.embed_teacher``).
 - ``tokens``: the same loss on every residue, against per-residue teacher targets.
@@ -66,10 +68,12 @@ UNHASHED_FIELDS = ("eval_every", "checkpoint_every", "keep_checkpoints")
 class TrainConfig:
     objective: str = "pooled"
     poolings: tuple[str, ...] = ("cls", "mean")
+    pooling_weights: dict[str, float] | None = None  # loss weight per pooling (default 1 each)
     cosine_weight: float = 1.0
     mse_weight: float = 1.0
     center_cosine: bool = False  # cosine on vectors minus the train-split target mean (see _vector_loss)
     adapter_init: str = "ridge"  # "ridge": least-squares fit of the adapter before step 0 (see fit_adapter)
+    residual_init: str = "zero"  # "zero": blocks start as identities (see zero_residual_branches)
     lr: float = 5e-4
     min_lr_ratio: float = 0.0  # final lr as a fraction of lr
     weight_decay: float = 0.01
@@ -94,10 +98,21 @@ class TrainConfig:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.adapter_init not in ("ridge", "random"):
             raise ValueError(f"adapter_init must be 'ridge' or 'random', got {self.adapter_init!r}")
+        if self.residual_init not in ("zero", "random"):
+            raise ValueError(f"residual_init must be 'zero' or 'random', got {self.residual_init!r}")
         if not self.poolings or any(p not in VECTOR_POOLINGS for p in self.poolings):
             raise ValueError(
                 f"poolings must be a non-empty list of {', '.join(VECTOR_POOLINGS)}, got {list(self.poolings)}"
             )
+        weights = dict(self.pooling_weights or {})
+        unknown = sorted(set(weights) - set(self.poolings))
+        if unknown:
+            raise ValueError(f"pooling_weights names {', '.join(unknown)}, not in poolings {list(self.poolings)}")
+        if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights.values()):
+            raise ValueError(f"pooling_weights must map poolings to numbers >= 0, got {weights}")
+        if not any(weights.get(p, 1.0) > 0 for p in self.poolings):
+            raise ValueError("pooling_weights are all 0: nothing to train")
+        object.__setattr__(self, "pooling_weights", {p: float(w) for p, w in sorted(weights.items())} or None)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
         positive = ("lr", "max_steps", "batch_tokens", "grad_accum", "eval_every", "keep_checkpoints")
@@ -155,6 +170,8 @@ def _coerce(value: Any, annotation: str, key: str) -> Any:
         raise ValueError(f"{key} must be an integer, got {value!r}")
     if base in ("bool", "str") and type(value).__name__ != base:
         raise ValueError(f"{key} must be {'true or false' if base == 'bool' else 'a string'}, got {value!r}")
+    if base.startswith("dict") and not isinstance(value, dict):
+        raise ValueError(f"{key} must be a mapping, got {value!r}")
     if base.startswith("tuple") and not isinstance(value, (list, tuple)):
         raise ValueError(f"{key} must be a list, got {value!r}")
     return value
@@ -313,8 +330,9 @@ def distill_loss(
     if cfg.objective == "tokens":
         pred = torch.cat(pool(hidden, batch.input_ids, batch.attention_mask, "tokens"))  # (R, T)
         return _vector_loss(pred, enc.token_targets(rows, device), cfg)
+    weights = cfg.pooling_weights or {}
     losses = [
-        _vector_loss(
+        weights.get(p, 1.0) * _vector_loss(
             pool(hidden, batch.input_ids, batch.attention_mask, p),
             enc.pooled_targets(rows, p, device),
             cfg,
@@ -322,7 +340,7 @@ def distill_loss(
         )
         for p in cfg.poolings
     ]
-    return torch.stack(losses).mean()
+    return torch.stack(losses).sum() / sum(weights.get(p, 1.0) for p in cfg.poolings)
 
 
 @torch.no_grad()
@@ -503,6 +521,8 @@ def train(
         log.info("resuming from %s at step %d", checkpoint_dir, progress.step)
     else:
         untrained = evaluate(model, test_enc, cfg, device, autocast)
+        if cfg.residual_init == "zero":
+            zero_residual_branches(model)
         if cfg.adapter_init == "ridge":
             fit_adapter(model, train_enc, cfg, device)
         progress = _Progress(initial_cosine=evaluate(model, test_enc, cfg, device, autocast),
@@ -523,6 +543,19 @@ def train(
                    n_test=len(test_data), config_hash=_hash(settings), max_length=max_length)
     write_json(Path(out_dir) / "training_summary.json", summary)
     return summary
+
+
+@torch.no_grad()
+def zero_residual_branches(model: ProtHash) -> None:
+    """Zero the last projection of every attention and feed-forward branch (ReZero/Fixup-style start).
+
+    Every block is then an identity, so the step-0 student maps each residue to its token embedding
+    and its mean-pooled vector is linear in amino-acid composition: with the ridge-fit adapter the
+    student starts at the composition baseline and training adds what depends on context. Gradients
+    still reach every weight from the first step on (through the zeroed projections)."""
+    for block in model.blocks:
+        block.attention.out_proj.weight.zero_()
+        block.feed_forward.linear2.weight.zero_()
 
 
 @torch.no_grad()

@@ -9,6 +9,11 @@ to the teacher's vectors, fitted on the train split) and per pooling:
 - ``recall@k``: the share of each held-out sequence's k nearest teacher-space neighbours (cosine,
   among the held-out set) that are also among its k nearest in the model's space.
 
+Each student is compared with each baseline per sequence (``vs_baselines``): the mean of the
+paired cosine differences, its 95% bootstrap interval and the share of sequences the student wins.
+A student *beats* a baseline when that interval lies above zero (a win that is not sampling luck),
+and ``beats_baselines`` needs that against both.
+
 Also the int8-vs-fp32 cosine, and throughput (residues/s) of the teacher and both students,
 measured on the same sequences with the same token-budget batching. :func:`evaluate` works on
 in-memory inputs; :func:`evaluate_variant` is the file-level stage; :mod:`protkit.report` writes
@@ -44,6 +49,7 @@ LENGTH_BINS: tuple[tuple[int, float, str], ...] = (
 )
 COMPOSITION_ALPHABET = "ACDEFGHIKLMNPQRSTVWY" + "XBZUO"
 MODELS = ("fp32", "int8", "untrained", "composition")
+BASELINES = ("untrained", "composition")
 
 __all__ = ["Split", "Evaluation", "evaluate", "evaluate_variant", "summarize", "untrained_student"]
 
@@ -88,6 +94,16 @@ def describe(values: np.ndarray) -> dict:
 def by_length(values: np.ndarray, lengths: np.ndarray) -> dict[str, dict]:
     """:func:`describe` per length bin (residues) of :data:`LENGTH_BINS`."""
     return {label: describe(values[(lengths >= lo) & (lengths < hi)]) for lo, hi, label in LENGTH_BINS}
+
+
+def paired_difference(model: np.ndarray, baseline: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Per-sequence ``model - baseline`` cosine differences: mean, 95% bootstrap interval of the
+    mean (``n_boot`` resamples of the sequences), and the share of sequences where the model is ahead."""
+    diff = np.asarray(model, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)  # (N,)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)  # (n_boot,)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "ci95": [float(low), float(high)], "win_fraction": float((diff > 0).mean())}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -236,10 +252,12 @@ def evaluate(
         }
         for m in MODELS
     }
-    mean_cosine = {m: {p: models[m][p]["cosine"]["mean"] for p in poolings} for m in MODELS}
+    vs_baselines = {
+        precision: {p: {b: paired_difference(cosines[precision][p], cosines[b][p]) for b in BASELINES} for p in poolings}
+        for precision in ("fp32", "int8")
+    }
     beats = {
-        precision: {p: bool(mean_cosine[precision][p] > max(mean_cosine[b][p] for b in ("untrained", "composition")))
-                    for p in poolings}
+        precision: {p: all(vs_baselines[precision][p][b]["ci95"][0] > 0 for b in BASELINES) for p in poolings}
         for precision in ("fp32", "int8")
     }
     subset = tokens[:throughput_sequences]
@@ -262,6 +280,7 @@ def evaluate(
         "length_bins": [label for _, _, label in LENGTH_BINS],
         "models": models,
         "int8_vs_fp32": {p: describe(cosine_rows(vectors["int8"][p], vectors["fp32"][p])) for p in poolings},
+        "vs_baselines": vs_baselines,
         "beats_baselines": beats,
         "throughput": throughput,
     }

@@ -23,7 +23,8 @@ COLOURS = {"fp32": "tab:blue", "int8": "tab:orange", "untrained": "tab:gray", "c
            "teacher": "tab:purple"}
 SUMMARY_COLUMNS = (
     "variant", "precision", "pooling", "cosine_mean", "cosine_median", "cosine_p5", "cosine_min", "recall_at_k",
-    "int8_vs_fp32_mean", "untrained_cosine_mean", "composition_cosine_mean", "beats_baselines",
+    "int8_vs_fp32_mean", "untrained_cosine_mean", "composition_cosine_mean", "gain_vs_composition",
+    "gain_vs_composition_ci_low", "beats_baselines",
     "residues_per_s", "teacher_residues_per_s", "size_bytes", "n_test",
 )
 
@@ -104,7 +105,16 @@ def markdown(metrics: dict) -> str:
             f"## {p} pooling",
             "",
             f"**The fp32 student {'beats' if fp32 else 'does NOT beat'} both baselines** (untrained student, "
-            f"composition ridge) on mean cosine to the teacher; the int8 student {'does' if int8 else 'does NOT'}.",
+            f"composition ridge): the 95% bootstrap interval of its per-sequence cosine gain over each lies "
+            f"{'above' if fp32 else 'not wholly above'} zero; the int8 student {'does' if int8 else 'does NOT'}.",
+            "",
+            "| student | baseline | mean cosine gain | 95% interval | sequences won |",
+            "| --- | --- | --- | --- | --- |",
+            *(
+                f"| {x} | {b} | {d['mean']:+.4f} | [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] | {d['win_fraction']:.0%} |"
+                for x in ("fp32", "int8")
+                for b, d in metrics["vs_baselines"][x][p].items()
+            ),
             "",
             f"| model | mean | median | p5 | min | recall@{k} |",
             "| --- | --- | --- | --- | --- | --- |",
@@ -165,6 +175,8 @@ def summary_rows(metrics: dict) -> list[dict]:
                 "int8_vs_fp32_mean": metrics["int8_vs_fp32"][p]["mean"] if precision == "int8" else None,
                 "untrained_cosine_mean": metrics["models"]["untrained"][p]["cosine"]["mean"],
                 "composition_cosine_mean": metrics["models"]["composition"][p]["cosine"]["mean"],
+                "gain_vs_composition": metrics["vs_baselines"][precision][p]["composition"]["mean"],
+                "gain_vs_composition_ci_low": metrics["vs_baselines"][precision][p]["composition"]["ci95"][0],
                 "beats_baselines": metrics["beats_baselines"][precision][p],
                 "residues_per_s": metrics["throughput"][precision]["residues_per_s"],
                 "teacher_residues_per_s": metrics["throughput"]["teacher"]["residues_per_s"],

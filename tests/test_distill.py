@@ -21,10 +21,13 @@ from protkit.distill import (
     DistillData,
     TrainConfig,
     build_model_config,
+    _encode,
     checkpoint_files,
     distill_from_cache,
+    distill_loss,
     lr_factor,
     train,
+    zero_residual_branches,
 )
 from protkit.fasta import read_fasta
 from protkit.models.esmc import ESMCConfig
@@ -99,10 +102,51 @@ def test_pooled_loss_falls_and_heldout_cosine_rises(pooled_run):
 
 
 def test_training_alone_raises_cosine_from_a_random_adapter(tmp_path, teacher_data):
-    summary = run(tmp_path, teacher_data, replace(BASE, adapter_init="random"))
+    summary = run(tmp_path, teacher_data, replace(BASE, adapter_init="random", residual_init="random"))
     for pooling in ("cls", "mean"):
         assert summary["heldout_cosine_initial"][pooling] == pytest.approx(summary["heldout_cosine_untrained"][pooling])
         assert summary["heldout_cosine_final"][pooling] > summary["heldout_cosine_initial"][pooling] + 0.2
+
+
+def test_zero_residual_start_is_a_per_residue_lookup_that_still_learns(proteins):
+    torch.manual_seed(0)
+    model = ProtHash(MODEL)
+    zero_residual_branches(model)
+    batch = encode_batch(proteins[:4], MAX_LENGTH)
+    with torch.no_grad():
+        hidden = model(batch.input_ids, batch.attention_mask)  # (B, L, d)
+        mean = model.embed_native(batch.input_ids, batch.attention_mask, "mean")  # (B, d)
+    # every block is an identity: each position holds its token embedding ...
+    torch.testing.assert_close(hidden, model.token_embeddings(batch.input_ids))
+    # ... so mean pooling is the composition-weighted average of residue embeddings
+    residues = batch.attention_mask.clone()
+    residues[:, 0] = False
+    residues[torch.arange(4), batch.attention_mask.sum(1) - 1] = False
+    counts = torch.stack([torch.bincount(ids[m], minlength=MODEL.vocab_size) for ids, m in zip(batch.input_ids, residues)])
+    expected = (counts.float() @ model.token_embeddings.weight) / counts.sum(1, keepdim=True)  # (B, d)
+    torch.testing.assert_close(mean, expected)
+    # gradients reach the zeroed projections at once, and every weight after one step
+    model.embed_native(batch.input_ids, batch.attention_mask, "mean").pow(2).sum().backward()
+    assert all(b.attention.out_proj.weight.grad.abs().sum() > 0 for b in model.blocks)
+    assert all(b.feed_forward.linear2.weight.grad.abs().sum() > 0 for b in model.blocks)
+
+
+def test_pooling_weights_weight_the_per_pooling_losses(teacher_data):
+    torch.manual_seed(0)
+    model = ProtHash(MODEL)
+    rows = list(range(8))
+
+    def loss(**overrides) -> float:
+        cfg = replace(BASE, **overrides)
+        enc = _encode(teacher_data[0], MAX_LENGTH, cfg, MODEL.teacher_dim, "train", "v")
+        with torch.no_grad():
+            return distill_loss(model, enc, rows, cfg, torch.device("cpu"), False).item()
+
+    cls_only, mean_only = loss(poolings=("cls",)), loss(poolings=("mean",))
+    assert cls_only != pytest.approx(mean_only)
+    assert loss() == pytest.approx((cls_only + mean_only) / 2, rel=1e-6)
+    assert loss(pooling_weights={"cls": 0.0}) == pytest.approx(mean_only, rel=1e-6)
+    assert loss(pooling_weights={"mean": 3.0}) == pytest.approx((cls_only + 3 * mean_only) / 4, rel=1e-6)
 
 
 def test_outputs_load_and_reproduce_the_reported_cosine(pooled_run, teacher_data):
@@ -262,6 +306,14 @@ def test_train_config_from_dict():
         TrainConfig.from_dict({"max_steps": "10"})
     with pytest.raises(ValueError, match=r"training\.grad_accum must be positive"):
         TrainConfig.from_dict({"grad_accum": 0})
+    with pytest.raises(ValueError, match=r"training\.pooling_weights must be a mapping"):
+        TrainConfig.from_dict({"pooling_weights": [1, 2]})
+    with pytest.raises(ValueError, match=r"training\.pooling_weights names tokens, not in poolings"):
+        TrainConfig.from_dict({"pooling_weights": {"tokens": 1}})
+    with pytest.raises(ValueError, match=r"training\.pooling_weights are all 0"):
+        TrainConfig.from_dict({"poolings": ["mean"], "pooling_weights": {"mean": 0}})
+    with pytest.raises(ValueError, match=r"training\.residual_init must be 'zero' or 'random'"):
+        TrainConfig.from_dict({"residual_init": "ones"})
     with pytest.raises(ValueError, match=r"v\.qat: unknown keys bits"):
         QATSettings.from_dict({"enabled": True, "bits": 4}, "v.qat")
 

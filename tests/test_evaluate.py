@@ -26,6 +26,7 @@ from protkit.evaluate import (
     evaluate_variant,
     fit_ridge,
     neighbour_recall,
+    paired_difference,
     teacher_forward,
     untrained_student,
 )
@@ -161,13 +162,30 @@ def test_evaluate_metrics(evaluation, splits):
     assert m["int8_vs_fp32"]["mean"]["min"] > 0.99
     for precision in ("fp32", "int8"):
         for p in ("cls", "mean"):
-            best = max(m["models"][b][p]["cosine"]["mean"] for b in ("untrained", "composition"))
-            assert m["beats_baselines"][precision][p] == (m["models"][precision][p]["cosine"]["mean"] > best)
+            gains = m["vs_baselines"][precision][p]
+            assert set(gains) == {"untrained", "composition"}
+            for b, gain in gains.items():
+                diff = evaluation.cosines[precision][p] - evaluation.cosines[b][p]
+                assert gain["mean"] == pytest.approx(float(diff.mean()))
+                assert gain["win_fraction"] == pytest.approx(float((diff > 0).mean()))
+                assert gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
+            assert m["beats_baselines"][precision][p] == all(g["ci95"][0] > 0 for g in gains.values())
     runs = m["throughput"]
     assert set(runs) == {"teacher", "fp32", "int8"}
     assert len({(r["sequences"], r["residues"]) for r in runs.values()}) == 1  # same sequences for all
     assert runs["fp32"]["residues"] == sum(min(len(s), MAX_LENGTH - 2) for s in test.sequences[:16])
     assert all(r["residues_per_s"] > 0 for r in runs.values())
+
+
+def test_paired_difference_interval():
+    rng = np.random.default_rng(1)
+    baseline = rng.uniform(0.5, 0.9, size=400)
+    ahead = paired_difference(baseline + 0.01 + rng.normal(0, 0.02, 400), baseline)
+    assert 0.005 < ahead["ci95"][0] < ahead["mean"] < ahead["ci95"][1] < 0.015
+    assert 0.6 < ahead["win_fraction"] < 0.8
+    tied = paired_difference(baseline + rng.normal(0, 0.02, 400), baseline)
+    assert tied["ci95"][0] < 0 < tied["ci95"][1]  # a difference within noise is no win
+    assert paired_difference(baseline, baseline + 0.001)["ci95"][1] == pytest.approx(-0.001)
 
 
 def test_composition_baseline_is_the_ridge_fit(evaluation, splits):
