@@ -551,8 +551,8 @@ def zero_residual_branches(model: ProtHash) -> None:
 
     Every block is then an identity, so the step-0 student maps each residue to its token embedding
     and its mean-pooled vector is linear in amino-acid composition: with the ridge-fit adapter the
-    student starts at the composition baseline and training adds what depends on context. Gradients
-    still reach every weight from the first step on (through the zeroed projections)."""
+    student starts at the composition baseline and training adds what depends on context. The zeroed
+    projections get gradients at once, the weights before them from the second step."""
     for block in model.blocks:
         block.attention.out_proj.weight.zero_()
         block.feed_forward.linear2.weight.zero_()
