@@ -110,9 +110,9 @@ class TrainConfig:
             raise ValueError(f"pooling_weights names {', '.join(unknown)}, not in poolings {list(self.poolings)}")
         if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights.values()):
             raise ValueError(f"pooling_weights must map poolings to numbers >= 0, got {weights}")
-        if not any(weights.get(p, 1.0) > 0 for p in self.poolings):
-            raise ValueError("pooling_weights are all 0: nothing to train")
         object.__setattr__(self, "pooling_weights", {p: float(w) for p, w in sorted(weights.items())} or None)
+        if not any(self.pooling_weight(p) > 0 for p in self.poolings):
+            raise ValueError("pooling_weights are all 0: nothing to train")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
         positive = ("lr", "max_steps", "batch_tokens", "grad_accum", "eval_every", "keep_checkpoints")
@@ -131,6 +131,10 @@ class TrainConfig:
             raise ValueError(f"batch_size must be null or positive, got {self.batch_size!r}")
         if self.max_length is not None and self.max_length < 3:
             raise ValueError(f"max_length must be null or >= 3 (CLS + 1 residue + EOS), got {self.max_length!r}")
+
+    def pooling_weight(self, pooling: str) -> float:
+        """Loss weight of ``pooling`` (1 unless ``pooling_weights`` says otherwise)."""
+        return (self.pooling_weights or {}).get(pooling, 1.0)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -330,9 +334,8 @@ def distill_loss(
     if cfg.objective == "tokens":
         pred = torch.cat(pool(hidden, batch.input_ids, batch.attention_mask, "tokens"))  # (R, T)
         return _vector_loss(pred, enc.token_targets(rows, device), cfg)
-    weights = cfg.pooling_weights or {}
     losses = [
-        weights.get(p, 1.0) * _vector_loss(
+        cfg.pooling_weight(p) * _vector_loss(
             pool(hidden, batch.input_ids, batch.attention_mask, p),
             enc.pooled_targets(rows, p, device),
             cfg,
@@ -340,7 +343,7 @@ def distill_loss(
         )
         for p in cfg.poolings
     ]
-    return torch.stack(losses).sum() / sum(weights.get(p, 1.0) for p in cfg.poolings)
+    return torch.stack(losses).sum() / sum(cfg.pooling_weight(p) for p in cfg.poolings)
 
 
 @torch.no_grad()
@@ -560,7 +563,7 @@ def zero_residual_branches(model: ProtHash) -> None:
 
 @torch.no_grad()
 def fit_adapter(model: ProtHash, enc: _Encoded, cfg: TrainConfig, device: torch.device, ridge: float = 1e-3) -> None:
-    """Set the adapter (native -> teacher width) to the ridge least-squares map from the untrained
+    """Set the adapter (native -> teacher width) to the ridge least-squares map from the step-0
     student's pooled native vectors to the teacher's pooled targets, over the training split.
 
     A linear-probe start: training then begins from the best linear read-out of the random encoder

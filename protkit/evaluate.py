@@ -257,8 +257,8 @@ def evaluate(
         for precision in ("fp32", "int8")
     }
     beats = {
-        precision: {p: all(vs_baselines[precision][p][b]["ci95"][0] > 0 for b in BASELINES) for p in poolings}
-        for precision in ("fp32", "int8")
+        precision: {p: all(gain["ci95"][0] > 0 for gain in gains.values()) for p, gains in per_pooling.items()}
+        for precision, per_pooling in vs_baselines.items()
     }
     subset = tokens[:throughput_sequences]
     throughput = {

@@ -35,7 +35,7 @@ from protkit.models.esmc_weights import random_esmc
 from protkit.models.prothash import ProtHash, ProtHashConfig
 from protkit.pooling import pool
 from protkit.qat import QATSettings, convert_qat, fake_quantized_layers, prepare_qat
-from protkit.tokenize import encode_batch
+from protkit.tokenize import encode_batch, residue_mask
 
 MAX_LENGTH = 42  # 40 residues + CLS/EOS
 MODEL = ProtHashConfig(d_model=32, q_heads=4, kv_heads=2, n_layers=2, teacher_dim=64, context_length=256)
@@ -119,9 +119,7 @@ def test_zero_residual_start_is_a_per_residue_lookup_that_still_learns(proteins)
     # every block is an identity: each position holds its token embedding ...
     torch.testing.assert_close(hidden, model.token_embeddings(batch.input_ids))
     # ... so mean pooling is the composition-weighted average of residue embeddings
-    residues = batch.attention_mask.clone()
-    residues[:, 0] = False
-    residues[torch.arange(4), batch.attention_mask.sum(1) - 1] = False
+    residues = residue_mask(batch.input_ids, batch.attention_mask)  # (B, L): not CLS, EOS or padding
     counts = torch.stack([torch.bincount(ids[m], minlength=MODEL.vocab_size) for ids, m in zip(batch.input_ids, residues)])
     expected = (counts.float() @ model.token_embeddings.weight) / counts.sum(1, keepdim=True)  # (B, d)
     torch.testing.assert_close(mean, expected)
