@@ -1,6 +1,6 @@
 """B2 student vs teacher: ProtHash-V2-384-Tiny against protkit's esmc_300m (both seeded random
 weights, fp32), on B1's sequences with the same length-sorted token-budget batching, through
-protkit's embedding loop (``protkit.embed.pooled_embeddings``, mean pooling)."""
+protkit's embedding loop (``protkit.embedders.pooled_embeddings``, mean pooling)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from benchmarks.common import (
     Goal, Result, Table, cosines, device_name, embedder, forward_flops, interleaved, length_summary,
     nonembedding_params, rate, residues, sample_note, sample_proteins, spread, strided_rounds, student_model, tokenize,
 )
-from protkit.embed import student_forward
-from protkit.models.esmc import ESMC
+from protkit.embedders import student_forward, teacher_forward
 from protkit.models.esmc_weights import random_esmc
 from protkit.tokenize import pad_batch
 
@@ -27,10 +26,6 @@ KEY, TITLE = "B2", "student vs teacher: ProtHash-V2-384-Tiny vs esmc_300m"
 GOAL = 50.0
 STUDENT_REPEATS = 3
 ALONE_COSINE = 0.99999  # a batched vector against the same sequence embedded alone, unpadded
-
-
-def teacher_forward(model: ESMC):
-    return lambda input_ids, attention_mask: model(input_ids, attention_mask).last_hidden_state
 
 
 def alone(forward, token_list: list[int], device: torch.device) -> np.ndarray:
@@ -82,7 +77,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     result.goals.append(Goal("student vs teacher, residues/s", GOAL, timings.speedup(names[1], names[0])))
     result.notes += [
         f"Same sequences as B1 ({sample_note(s.max_residues)}) and the same batching for both models: "
-        f"protkit.embed.pooled_embeddings (length-sorted, {s.max_tokens} padded tokens per batch, mean pooling, "
+        f"protkit.embedders.pooled_embeddings (length-sorted, {s.max_tokens} padded tokens per batch, mean pooling, "
         "inference_mode).",
         f"Student timed {STUDENT_REPEATS} times per round (median), teacher once.",
         "Correctness: the two shortest sequences of round 1 re-embedded alone (no padding, no mask) "

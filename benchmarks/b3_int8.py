@@ -3,7 +3,7 @@
 The student (ProtHash-V2-384-Tiny, seeded random weights) is quantized with
 ``protkit.quantize.quantize_model`` (torchao int8: ``int8_dynamic`` = int8 weights and dynamic
 per-token int8 activations; ``int8_weight_only``), and every variant embeds the same sequences
-through ``protkit.embed.pooled_embeddings`` (length-sorted token-budget batches, mean pooling in
+through ``protkit.embedders.pooled_embeddings`` (length-sorted token-budget batches, mean pooling in
 the teacher's width, i.e. ``embed_teacher``). Compiled variants use
 ``torch.compile(dynamic=True)``; a compile failure is reported in the table, not raised.
 """
@@ -26,7 +26,7 @@ from benchmarks.common import (
     Goal, Result, Table, cosines, device_name, embedder, interleaved, length_summary, rate, residues, sample_note,
     sample_proteins, spread, strided_rounds, student_model, tokenize,
 )
-from protkit.embed import student_forward
+from protkit.embedders import student_forward
 from protkit.quantize import quantize_model
 
 log = logging.getLogger("benchmarks.b3")

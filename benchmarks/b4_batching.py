@@ -20,7 +20,7 @@ from benchmarks.common import (
     Goal, Result, Table, cosines, device_name, embedder, interleaved, length_summary, rate, residues, sample_note,
     sample_proteins, spread, strided_rounds, student_model, tokenize,
 )
-from protkit.embed import student_forward
+from protkit.embedders import student_forward
 from protkit.models.prothash import ProtHash
 
 KEY, TITLE = "B4", "batching: sorted padded batches vs one sequence at a time"
@@ -85,7 +85,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     result.notes += [
         f"Model: {'tiny test config' if quick else 'ProtHash-V2-384-Tiny'}, seeded random weights, fp32.",
         f"Sequences: {sample_note(s.max_residues)}.",
-        "Batched: protkit.embed.pooled_embeddings (length-sorted, key-padding mask). One at a time: "
+        "Batched: protkit.embedders.pooled_embeddings (length-sorted, key-padding mask). One at a time: "
         "ProtHash.embed_teacher on a (1, L) batch without a mask, as ProtHash's own examples call the model.",
     ]
     return result

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from protkit.embed import pooled_embeddings
+from protkit.embedders import pooled_embeddings
 from protkit.fasta import read_fasta
 from protkit.models.prothash import PRESETS, ProtHash, ProtHashConfig
 from protkit.tokenize import encode_one
@@ -149,7 +149,7 @@ def student_model(quick: bool, device: torch.device, seed: int = 0) -> ProtHash:
 
 def embedder(forward: Callable, tokens: list[list[int]], dim: int, max_tokens: int, device: torch.device) -> Runner:
     """A runner: ``{item: mean-pooled vector (dim,)}`` of ``items``, through protkit's embedding loop
-    (``protkit.embed.pooled_embeddings``: length-sorted token-budget batches, inference mode)."""
+    (``protkit.embedders.pooled_embeddings``: length-sorted token-budget batches, inference mode)."""
     def run(items: Sequence[int]) -> dict[int, np.ndarray]:
         items = list(items)
         vectors = pooled_embeddings(forward, [tokens[i] for i in items], ["mean"], dim, max_tokens, device)["mean"]

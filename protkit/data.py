@@ -37,14 +37,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from protkit.alphabet import ALPHABET_POLICIES, check_alphabet, clean_sequence
 from protkit.atomic import atomic_path, write_json
 from protkit.fasta import read_fasta
 
 log = logging.getLogger(__name__)
 
-AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY") | frozenset("XBZUO")
 OVERLENGTH_POLICIES = ("truncate", "drop")
-ALPHABET_POLICIES = ("reject", "error")
 SOURCES = ("fasta", "parquet")
 MAX_EXAMPLES = 20  # example ids kept (and logged) per reason
 COLUMNS = ("id", "sequence", "length", "split", "aliases")
@@ -162,18 +161,6 @@ def split_of(sequence: str, salt: str, test_fraction: float) -> str:
     return "test" if int(digest[:16], 16) / 2**64 < test_fraction else "train"
 
 
-def check_alphabet(sequence: str) -> tuple[str, str] | None:
-    """``(reason, description)`` of the first problem in an upper-cased sequence, or None."""
-    for position, char in enumerate(sequence, start=1):
-        if char in AMINO_ACIDS:
-            continue
-        if char == "*":
-            return "internal_stop", f"internal stop '*' at residue {position}"
-        kind = "letter" if char.isalpha() else "character"
-        return "invalid_character", f"{kind} {char!r} at residue {position} is not an amino acid"
-    return None
-
-
 class _Report:
     """Counts and example ids for filter_report.json."""
 
@@ -252,7 +239,7 @@ def filter_and_split(
             report.duplicates += 1
             report.note("duplicate", record, "same id and sequence seen before, skipped", logging.INFO)
             continue
-        sequence = (record.sequence or "").upper().rstrip("*")
+        sequence = clean_sequence(record.sequence or "")
         problem = check_alphabet(sequence)
         if problem is not None:
             reason, detail = problem

@@ -568,7 +568,8 @@ def fit_adapter(model: ProtHash, enc: _Encoded, cfg: TrainConfig, device: torch.
 
     A linear-probe start: training then begins from the best linear read-out of the random encoder
     instead of a random projection, which shortens distillation (pooled objective only; no RNG used,
-    so resuming and ``untrained_student`` are unaffected)."""
+    so resuming and ``untrained_student`` are unaffected). An adapter without a bias
+    (``adapter_bias: false``) is fitted without an intercept."""
     if cfg.objective != "pooled" or not isinstance(model.adapter, torch.nn.Linear):
         return
     was_training = model.training
@@ -582,13 +583,18 @@ def fit_adapter(model: ProtHash, enc: _Encoded, cfg: TrainConfig, device: torch.
             features.append(pool(hidden, batch.input_ids, batch.attention_mask, p).double().cpu())  # (B, d)
             targets.append(enc.pooled_targets(rows, p, torch.device("cpu")).double())  # (B, T)
     x, y = torch.cat(features), torch.cat(targets)  # (N, d), (N, T)
-    x_mean, y_mean = x.mean(0), y.mean(0)
+    has_bias = model.adapter.bias is not None
+    if has_bias:  # centred fit; the intercept goes to the bias
+        x_mean, y_mean = x.mean(0), y.mean(0)
+    else:  # no bias (ProtHash's adapter): no intercept, (X^T X + lambda I) W = X^T Y on raw features
+        x_mean, y_mean = x.new_zeros(x.shape[1]), y.new_zeros(y.shape[1])
     xc, yc = x - x_mean, y - y_mean
     gram = xc.T @ xc  # (d, d)
     gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
     weight = torch.linalg.solve(gram, xc.T @ yc)  # (d, T)
     model.adapter.weight.copy_(weight.T.float())
-    model.adapter.bias.copy_((y_mean - x_mean @ weight).float())
+    if has_bias:
+        model.adapter.bias.copy_((y_mean - x_mean @ weight).float())
     model.train(was_training)
 
 

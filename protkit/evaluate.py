@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from protkit.embed import Forward, pooled_embeddings, student_forward
+from protkit.embedders import Forward, pooled_embeddings, student_forward, teacher_forward
 from protkit.models.esmc import ESMC
 from protkit.models.prothash import ProtHash, ProtHashConfig
 from protkit.report import summarize, write_report
@@ -180,10 +180,6 @@ def untrained_student(config: ProtHashConfig, seed: int) -> ProtHash:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return ProtHash(config).eval()
-
-
-def teacher_forward(teacher: ESMC) -> Forward:
-    return lambda input_ids, attention_mask: teacher(input_ids, attention_mask).last_hidden_state
 
 
 def _sync(device: torch.device) -> None:

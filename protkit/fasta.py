@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import gzip
-import io
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Iterator
 
 from protkit.atomic import write_text
 
@@ -23,12 +23,40 @@ class FastaRecord:
     line: int  # 1-based line number of the header
 
 
-def open_text(path: str | Path) -> TextIO:
-    """Open a text file, transparently decompressing ``.gz``."""
-    path = Path(path)
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: str | Path) -> bool:
+    """True when the file starts with the gzip magic bytes (whatever its name)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
+
+
+def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a plain or gzip file; FastaError naming the file and line when
+    the bytes are not UTF-8 text or the gzip stream is damaged or cut short."""
+    name = str(path)
+    compressed = is_gzip(path)
+    lineno = 0
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                if b"\0" in raw:
+                    raise FastaError(f"{name} line {lineno}: binary data (NUL bytes); this is not a FASTA text file")
+                try:
+                    yield lineno, raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise FastaError(
+                        f"{name} line {lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                        f"{err.start + 1}); is this a FASTA file?"
+                    ) from None
+    except EOFError:
+        raise FastaError(
+            f"{name}: the gzip data end early after line {lineno} (truncated download?); "
+            f"fetch or compress the file again"
+        ) from None
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise FastaError(f"{name}: damaged gzip data after line {lineno} ({err}); fetch or compress the file again") from None
 
 
 def read_fasta(
@@ -40,10 +68,13 @@ def read_fasta(
     """Yield records one at a time.
 
     Args:
-        path: FASTA file, optionally gzip-compressed (``.gz``).
+        path: FASTA file, optionally gzip-compressed (detected from the content).
         allowed: if given, every sequence character must be in this string (checked
             case-insensitively); otherwise a FastaError names the file, line and id.
         unique_ids: raise FastaError on a repeated record id.
+
+    Undecodable (non-UTF-8 or binary) bytes and damaged or truncated gzip data raise FastaError
+    naming the file and line.
     """
     name = str(path)
     allowed_set = set(allowed.upper()) if allowed is not None else None
@@ -59,35 +90,34 @@ def read_fasta(
             raise FastaError(f"{name} line {line}, id {rid}: record has no sequence")
         return FastaRecord(rid, desc, seq, line)
 
-    with open_text(path) as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            text = raw.strip()
-            if not text or text.startswith(";"):
-                continue
-            if text.startswith(">"):
-                if header is not None:
-                    yield finish()
-                desc = text[1:].strip()
-                rid = desc.split(maxsplit=1)[0] if desc else ""
-                if not rid:
-                    raise FastaError(f"{name} line {lineno}: header has no id")
-                if unique_ids and rid in seen:
-                    raise FastaError(
-                        f"{name} line {lineno}, id {rid}: duplicate id (first seen line {seen[rid]})"
-                    )
-                seen[rid] = lineno
-                header, chunks = (rid, desc, lineno), []
-                continue
-            if header is None:
-                raise FastaError(f"{name} line {lineno}: sequence data before the first '>' header")
-            text = "".join(text.split())
-            if allowed_set is not None:
-                bad = next((c for c in text if c.upper() not in allowed_set), None)
-                if bad is not None:
-                    raise FastaError(
-                        f"{name} line {lineno}, id {header[0]}: character {bad!r} is not allowed"
-                    )
-            chunks.append(text)
+    for lineno, raw in _lines(path):
+        text = raw.strip()
+        if not text or text.startswith(";"):
+            continue
+        if text.startswith(">"):
+            if header is not None:
+                yield finish()
+            desc = text[1:].strip()
+            rid = desc.split(maxsplit=1)[0] if desc else ""
+            if not rid:
+                raise FastaError(f"{name} line {lineno}: header has no id")
+            if unique_ids and rid in seen:
+                raise FastaError(
+                    f"{name} line {lineno}, id {rid}: duplicate id (first seen line {seen[rid]})"
+                )
+            seen[rid] = lineno
+            header, chunks = (rid, desc, lineno), []
+            continue
+        if header is None:
+            raise FastaError(f"{name} line {lineno}: sequence data before the first '>' header")
+        text = "".join(text.split())
+        if allowed_set is not None:
+            bad = next((c for c in text if c.upper() not in allowed_set), None)
+            if bad is not None:
+                raise FastaError(
+                    f"{name} line {lineno}, id {header[0]}: character {bad!r} is not allowed"
+                )
+        chunks.append(text)
     if header is not None:
         yield finish()
     elif not seen:

@@ -1,7 +1,7 @@
 """Pooling of per-token hidden states into sequence vectors.
 
-``cls``: position 0.  ``mean``: residues only (not CLS, EOS or padding).
-``tokens``: one (L_i, D) tensor of residue vectors per sequence.
+``cls``: position 0.  ``mean`` / ``max``: average / element-wise maximum over residues only (not
+CLS, EOS or padding).  ``tokens``: one (L_i, D) tensor of residue vectors per sequence.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 from protkit.tokenize import residue_mask
 
-POOLINGS = ("cls", "mean", "tokens")
+POOLINGS = ("cls", "mean", "max", "tokens")
 
 
 def pool(
@@ -24,6 +24,9 @@ def pool(
         weights = residues.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
         total = (hidden * weights).sum(dim=1)  # (B, D)
         return total / weights.sum(dim=1).clamp(min=1)
+    if pooling == "max":
+        lowest = torch.finfo(hidden.dtype).min
+        return hidden.masked_fill(~residues.unsqueeze(-1), lowest).amax(dim=1)  # (B, D)
     if pooling == "tokens":
         return [h[m] for h, m in zip(hidden, residues)]
     raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")

@@ -13,7 +13,8 @@ import pytest
 
 import protkit
 from protkit.cli import main
-from protkit.embed import embed_fasta, load_model, read_metadata
+from protkit.embed import embed_fasta, read_metadata
+from protkit.embedders import load_embedder
 from protkit.fasta import write_fasta
 
 
@@ -37,8 +38,8 @@ def test_cli_output_equals_embed_fasta(model_dir, fasta, tmp_path):
     argv = ["embed", "--model", str(model_dir), "--input", str(fasta), "--output", str(out),
             "--pooling", "mean,cls", "--max-tokens", "700", "--device", "cpu"]
     assert main(argv) == 0
-    ref = embed_fasta(load_model(model_dir), fasta, tmp_path / "lib.parquet", poolings=("mean", "cls"),
-                      max_tokens=700, device="cpu")
+    ref = embed_fasta(load_embedder(model_dir, backend="torch", device="cpu"), fasta, tmp_path / "lib.parquet",
+                      poolings=("mean", "cls"), max_tokens=700)
     assert pq.read_table(out).column_names == ["id", "length", "truncated", "mean", "cls"]
     assert pq.read_table(out).column("id").to_pylist() == [f"q{i}" for i in range(12)]
     for name in ("mean", "cls"):
@@ -69,7 +70,7 @@ def test_version(capsys):
     [
         ("missing_input", "input FASTA .*missing.fasta: no such file"),
         ("bad_fasta", r"bad\.fasta line 1: sequence data before the first '>' header"),
-        ("missing_model", "no such directory"),
+        ("missing_model", "no such file or directory"),
         ("overlength_error", r"in\.fasta line \d+, id q\d+: \d+ residues"),
     ],
 )
@@ -109,3 +110,75 @@ def test_console_script_in_a_fresh_process(model_dir, fasta, tmp_path):
     missing = subprocess.run([str(script), "embed", "--model", str(model_dir), "--input", "nothere.fa",
                               "--output", str(out)], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def _bad_input(kind: str, model_dir: Path, fasta: Path, tmp: Path) -> tuple[list[str], str]:
+    """(``--model``/``--input`` arguments, expected message) for one kind of bad input."""
+    import gzip
+    import shutil
+
+    def student_copy(name: str) -> Path:
+        copy = tmp / name
+        shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("int8"))
+        return copy
+
+    if kind == "binary_fasta":
+        path = tmp / "image.fasta"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+        return ["--model", str(model_dir), "--input", str(path)], r"image\.fasta line 1: (binary data|not UTF-8)"
+    if kind == "latin1_fasta":
+        path = tmp / "latin1.fasta"
+        path.write_bytes(b">p1 caf\xe9\nMKV\n")
+        return ["--model", str(model_dir), "--input", str(path)], r"latin1\.fasta line 1: not UTF-8 text"
+    if kind == "truncated_gz":
+        path = tmp / "cut.fasta.gz"
+        path.write_bytes(gzip.compress(fasta.read_bytes())[:-40])
+        return ["--model", str(model_dir), "--input", str(path)], r"cut\.fasta\.gz: the gzip data end early"
+    if kind == "corrupt_safetensors":
+        copy = student_copy("corrupt")
+        weights = copy / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:200])
+        return ["--model", str(copy), "--input", str(fasta)], r"corrupt/model\.safetensors"
+    if kind == "malformed_config":
+        copy = student_copy("malformed")
+        (copy / "config.json").write_text('{"d_model": 32,\n  "q_heads": 4,,\n}')
+        return ["--model", str(copy), "--input", str(fasta)], r"malformed/config\.json.*line 2"
+    if kind == "unknown_format":
+        copy = student_copy("foreign")
+        (copy / "config.json").write_text('{"hidden_size": 32, "num_hidden_layers": 2}')
+        return ["--model", str(copy), "--input", str(fasta)], r"foreign/config\.json.*hidden_size"
+    if kind == "alphabet_error":
+        path = tmp / "letters.fasta"
+        path.write_text(">ok\nMKVLAAGG\n>odd\nMKJJ12\n")
+        return (["--model", str(model_dir), "--input", str(path), "--alphabet", "error"],
+                r"letters\.fasta line 3, id odd: letter 'J' at residue 3 is not an amino acid")
+    if kind == "nucleotides":
+        path = tmp / "genes.fasta"
+        write_fasta([("g1", "ATGGCGTTAGCCAGT" * 20), ("g2", "ATGNNNACGUACGTT" * 20)], path)
+        return ["--model", str(model_dir), "--input", str(path)], r"genes\.fasta: looks like DNA/RNA, not protein"
+    raise AssertionError(kind)
+
+
+BAD_INPUTS = ["binary_fasta", "latin1_fasta", "truncated_gz", "corrupt_safetensors", "malformed_config",
+              "unknown_format", "alphabet_error", "nucleotides"]
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+def test_bad_input_exit_2_one_line_no_output(kind, model_dir, fasta, tmp_path, capsys):
+    args, message = _bad_input(kind, model_dir, fasta, tmp_path)
+    out = tmp_path / "out" / "o.parquet"
+    assert main(["-q", "embed", *args, "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [lines[-1]] and lines[-1].startswith("protkit: error: "), err
+    assert __import__("re").search(message, lines[-1]), lines[-1]
+    assert not out.exists() and not (tmp_path / "out").exists()  # no output, no partial directory
+
+
+def test_default_alphabet_policy_skips_and_lists_the_record(model_dir, tmp_path):
+    path = tmp_path / "letters.fasta"
+    path.write_text(">ok\nMKVLAAGG\n>odd\nMKJJ12\n")
+    out = tmp_path / "o.parquet"
+    assert main(["-q", "embed", "--model", str(model_dir), "--input", str(path), "--output", str(out)]) == 0
+    assert pq.read_table(out).column("id").to_pylist() == ["ok"]
+    assert read_metadata(out)["rejected"] == [{"id": "odd", "line": 3, "reason": "invalid_character"}]

@@ -1,5 +1,5 @@
 """protkit.embed: FASTA -> parquet in FASTA order, duplicates, over-long policies, fp16, shards,
-atomicity, int8 and model loading."""
+atomicity and resume, int8 and model loading."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from protkit.embed import (
     embed_fasta,
     embed_shard,
     gather_shards,
-    load_model,
     read_metadata,
     shard_records,
+    work_dir,
 )
+from protkit.embedders import load_embedder
+from protkit.models.prothash_format import ModelFormatError
 from protkit.fasta import write_fasta
 from protkit.models.esmc_weights import file_sha256
 from protkit.models.prothash import ProtHash, ProtHashConfig
@@ -33,6 +35,10 @@ AMINO = "ACDEFGHIKLMNPQRSTVWY"
 
 def random_protein(rng: random.Random, length: int) -> str:
     return "".join(rng.choice(AMINO) for _ in range(length))
+
+
+def load_model(model, **options):
+    return load_embedder(model, backend="torch", device="cpu", **options)
 
 
 @pytest.fixture(scope="module")
@@ -158,23 +164,61 @@ def test_shards_gather_to_the_unsharded_output(fp32, fasta, records, tmp_path):
     assert not (tmp_path / "bad.parquet").exists()
 
 
-def test_interrupted_run_leaves_no_partial_parquet(fp32, fasta, tmp_path):
-    (tmp_path / "out").mkdir()
-    calls = []
+def crash_after(model: torch.nn.Module, calls: int):
+    """A forward hook that raises on the ``calls``-th forward (a preempted node)."""
+    seen = []
 
-    def crash(mod, args, out):
-        calls.append(1)
-        if len(calls) == 2:
+    def hook(mod, args, out):
+        seen.append(1)
+        if len(seen) == calls:
             raise RuntimeError("simulated crash (node preempted)")
 
-    hook = fp32.model.register_forward_hook(crash)
+    return model.register_forward_hook(hook)
+
+
+def test_interrupted_run_leaves_no_output_and_resumes_to_the_same_file(fp32, fasta, records, tmp_path):
+    out = tmp_path / "out" / "e.parquet"
+    options = dict(poolings=("mean", "cls"), max_tokens=600, chunk_residues=1500)
+    whole = embed_fasta(fp32, fasta, tmp_path / "whole.parquet", **options)
+    hook = crash_after(fp32.model, 9)
     try:
         with pytest.raises(RuntimeError, match="simulated crash"):
-            embed_fasta(fp32, fasta, tmp_path / "out" / "e.parquet", max_tokens=600)
+            embed_fasta(fp32, fasta, out, **options)
     finally:
         hook.remove()
-    assert len(calls) == 2
-    assert list((tmp_path / "out").iterdir()) == []  # neither e.parquet nor a temporary file
+    assert not out.exists() and not list(out.parent.glob(".*.tmp"))
+    parts = sorted(p.name for p in work_dir(out).glob("part-*.parquet"))
+    assert 1 <= len(parts) < 4  # some parts finished before the crash, not all
+
+    rows_seen: list[int] = []
+    hook = fp32.model.register_forward_hook(lambda mod, args, o: rows_seen.append(args[0].shape[0]))
+    try:
+        embed_fasta(fp32, fasta, out, **options)  # same arguments: resumes
+    finally:
+        hook.remove()
+    assert 0 < sum(rows_seen) < len(records) - 3  # only the unfinished parts were embedded
+    assert not work_dir(out).exists()
+    assert pq.read_table(out).equals(pq.read_table(whole))
+    assert read_metadata(out) == read_metadata(whole)
+
+
+def test_resume_refuses_other_arguments(fp32, model_dir, fasta, tmp_path):
+    out = tmp_path / "e.parquet"
+    hook = crash_after(fp32.model, 2)
+    try:
+        with pytest.raises(RuntimeError):
+            embed_fasta(fp32, fasta, out, max_tokens=600, chunk_residues=1500)
+    finally:
+        hook.remove()
+    int8 = load_model(model_dir, int8=True)
+    with pytest.raises(EmbedError, match=r"unfinished run with other arguments .* model_fingerprint: '[0-9a-f]+' -> "
+                                         r"'[0-9a-f]+'.*quantization: None -> 'int8_dynamic'"):
+        embed_fasta(int8, fasta, out, max_tokens=600, chunk_residues=1500)
+    with pytest.raises(EmbedError, match=r"poolings: \['mean'\] -> \['cls'\]"):
+        embed_fasta(fp32, fasta, out, poolings=("cls",), max_tokens=600, chunk_residues=1500)
+    assert not out.exists()
+    embed_fasta(int8, fasta, out, max_tokens=600, chunk_residues=1500, resume=False)  # start over
+    assert read_metadata(out)["quantization"] == "int8_dynamic" and not work_dir(out).exists()
 
 
 def test_int8_model(model_dir, fp32, fasta, tmp_path):
@@ -199,10 +243,10 @@ def test_int8_without_artifact_quantizes_on_the_fly(tmp_path, fasta):
 
 
 def test_load_model_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such directory"):
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
         load_model(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"config\.json is missing"):
+    with pytest.raises(ModelFormatError, match=r"empty: not a model directory"):
         load_model(tmp_path / "empty")
 
 
@@ -216,3 +260,58 @@ def test_load_model_from_hub_cache(offline_hub, model_dir):
     assert loaded.fingerprint == file_sha256(model_dir / "model.safetensors")
     with pytest.raises(FileNotFoundError, match="Hugging Face Hub"):
         load_model("someone/not-there")
+
+
+def per_token(model: ProtHash, sequence: str) -> np.ndarray:
+    """Teacher-width vectors of each residue of one sequence embedded alone.  # (L, D)"""
+    batch = encode_batch([sequence])
+    with torch.no_grad():
+        return model.adapter(model(batch.input_ids, batch.attention_mask))[0, 1:-1].numpy()
+
+
+def test_max_pooling_and_per_residue_output(fp32, fasta, records, tmp_path):
+    from protkit.residues import read_residue_metadata, read_residues
+
+    out, res = tmp_path / "e.parquet", tmp_path / "r.parquet"
+    embed_fasta(fp32, fasta, out, poolings=("mean", "max"), per_residue=res, max_tokens=1200, chunk_residues=2000)
+    got = dict(read_residues(res))
+    assert list(got) == [rid for rid, _ in records]
+    assert pq.ParquetFile(res).num_row_groups >= 3  # written part by part, read a part at a time
+    for row, (rid, seq) in enumerate(records):
+        want = per_token(fp32.model, seq.upper().rstrip("*"))
+        assert got[rid].shape == want.shape == (len(seq.rstrip("*")), TINY.teacher_dim)
+        np.testing.assert_allclose(got[rid], want, atol=2e-5)
+        np.testing.assert_allclose(vectors(out, "max")[row], want.max(0), atol=2e-5)
+        np.testing.assert_allclose(vectors(out, "mean")[row], want.mean(0), atol=2e-5)
+    assert read_residue_metadata(res)["per_residue"] is True
+    assert read_residue_metadata(res)["model_fingerprint"] == read_metadata(out)["model_fingerprint"]
+    only = dict(read_residues(res, ids=["p05"]))
+    assert list(only) == ["p05"]
+
+    half = tmp_path / "h.parquet"
+    embed_fasta(fp32, fasta, tmp_path / "e2.parquet", per_residue=half, store_dtype="fp16")
+    assert dict(read_residues(half, dtype=np.float16))["p05"].dtype == np.float16
+    np.testing.assert_allclose(dict(read_residues(half))["p05"], got["p05"], rtol=2e-3, atol=2e-3)
+    assert half.stat().st_size < res.stat().st_size
+
+
+def test_alphabet_policy_and_nucleotide_files(fp32, tmp_path):
+    rng = random.Random(4)
+    recs = [("ok1", random_protein(rng, 50)), ("bad", "MKJJ12"), ("ok2", random_protein(rng, 40) + "*")]
+    path = tmp_path / "mixed.fasta"
+    write_fasta(recs, path)
+    out = embed_fasta(fp32, path, tmp_path / "m.parquet")
+    assert pq.read_table(out).column("id").to_pylist() == ["ok1", "ok2"]
+    assert read_metadata(out)["rejected"] == [{"id": "bad", "line": 3, "reason": "invalid_character"}]
+    with pytest.raises(EmbedError, match=r"mixed\.fasta line 3, id bad: letter 'J' at residue 3 is not an amino acid"):
+        embed_fasta(fp32, path, tmp_path / "e.parquet", alphabet="error")
+    assert not (tmp_path / "e.parquet").exists() and not work_dir(tmp_path / "e.parquet").exists()
+
+    dna = tmp_path / "genes.fna"
+    write_fasta([(f"g{i}", "".join(rng.choice("ACGT") for _ in range(120)) + "N") for i in range(3)], dna)
+    with pytest.raises(EmbedError, match=r"genes\.fna: looks like DNA/RNA, not protein \(100% of the first 363"):
+        embed_fasta(fp32, dna, tmp_path / "d.parquet")
+    assert not (tmp_path / "d.parquet").exists()
+    # a real protein rich in A/G/T is not refused
+    write_fasta([("agt", "".join(rng.choice("AGTCN") for _ in range(60)) + random_protein(rng, 60))], dna)
+    assert pq.read_table(embed_fasta(fp32, dna, tmp_path / "p.parquet")).num_rows == 1

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from protkit.embed import pooled_embeddings
+from protkit.embedders import pooled_embeddings, teacher_forward
 from protkit.evaluate import (
     LENGTH_BINS,
     Split,
@@ -27,7 +27,6 @@ from protkit.evaluate import (
     fit_ridge,
     neighbour_recall,
     paired_difference,
-    teacher_forward,
     untrained_student,
 )
 from protkit.fasta import read_fasta

@@ -96,7 +96,7 @@ def test_embedding_shapes(positions: str) -> None:
     assert [t.shape for t in teacher] == [(n, TINY.teacher_dim) for n in residues]
 
 
-def test_mean_pooling_is_over_residues_only() -> None:
+def test_mean_and_max_pooling_are_over_residues_only() -> None:
     model = tiny_model()
     batch = encode_batch(SEQUENCES)
     with torch.no_grad():
@@ -104,6 +104,7 @@ def test_mean_pooling_is_over_residues_only() -> None:
         mean = model.embed_native(batch.input_ids, batch.attention_mask, "mean")
         cls = model.embed_native(batch.input_ids, batch.attention_mask, "cls")
         tokens = model.embed_native(batch.input_ids, batch.attention_mask, "tokens")
+        maximum = model.embed_native(batch.input_ids, batch.attention_mask, "max")
         teacher_mean = model.embed_teacher(batch.input_ids, batch.attention_mask, "mean")
     for row, sequence in enumerate(SEQUENCES):
         n = len(encode_one(sequence))  # CLS + residues + EOS
@@ -111,14 +112,15 @@ def test_mean_pooling_is_over_residues_only() -> None:
         assert torch.allclose(mean[row], residues.mean(dim=0), atol=1e-6)
         assert torch.equal(tokens[row], residues)
         assert torch.equal(cls[row], hidden[row, 0])
+        assert torch.equal(maximum[row], residues.max(dim=0).values)
         assert torch.allclose(teacher_mean[row], model.adapter(residues).mean(dim=0), atol=1e-5)
         assert not torch.allclose(mean[row], hidden[row, :n].mean(dim=0), atol=1e-4)
 
 
 def test_unknown_pooling() -> None:
     batch = encode_batch(SEQUENCES)
-    with pytest.raises(ValueError, match="unknown pooling 'max'; choose from cls, mean, tokens"):
-        tiny_model().embed_native(batch.input_ids, batch.attention_mask, "max")
+    with pytest.raises(ValueError, match="unknown pooling 'median'; choose from cls, mean, max, tokens"):
+        tiny_model().embed_native(batch.input_ids, batch.attention_mask, "median")
 
 
 @pytest.mark.parametrize("positions", ["rotary", "absolute"])

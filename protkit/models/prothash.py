@@ -4,11 +4,11 @@ token embedding -> N pre-norm blocks [RMSNorm -> grouped-query attention (rotary
 absolute positions) -> RMSNorm -> Linear-SiLU-Linear] -> adapter to the teacher's width.
 Unlike ProtHash, padding is masked out of attention, so batches give the same vectors as
 sequences embedded one at a time.
+Reading and writing the ``prothash`` package's checkpoints: :mod:`protkit.models.prothash_format`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -42,6 +42,7 @@ class ProtHashConfig:
     vocab_size: int = VOCAB_SIZE
     dropout: float = 0.0
     activation_checkpointing: bool = False
+    adapter_bias: bool = False  # ProtHash's adapter has none; True makes the model non-exportable to prothash
 
     def __post_init__(self) -> None:
         if self.d_model % self.q_heads:
@@ -72,7 +73,8 @@ class ProtHashConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown ProtHashConfig keys: {', '.join(unknown)}")
-        return cls(**data)
+        # config.json files written before adapter_bias existed lack the key; their adapters had a bias.
+        return cls(**{"adapter_bias": True, **data})
 
 
 def _preset(d: int, layers: int, positions: Positions) -> ProtHashConfig:
@@ -161,7 +163,9 @@ class ProtHash(nn.Module):
         )
         self.blocks = nn.ModuleList([EncoderBlock(config) for _ in range(config.n_layers)])
         self.adapter = (
-            nn.Identity() if config.teacher_dim == config.d_model else nn.Linear(config.d_model, config.teacher_dim)
+            nn.Identity()
+            if config.teacher_dim == config.d_model
+            else nn.Linear(config.d_model, config.teacher_dim, bias=config.adapter_bias)
         )
 
     @property
@@ -219,18 +223,17 @@ class ProtHash(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu") -> "ProtHash":
-        """Load from a directory written by :meth:`save_pretrained` or a Hugging Face Hub repo id."""
-        from safetensors.torch import load_file
+        """Load from a directory or a Hugging Face Hub repo id, in protkit's format
+        (:meth:`save_pretrained`) or the ``prothash`` package's (0.1.x / 0.2.x); see
+        :mod:`protkit.models.prothash_format`. Bad files raise ``ModelFormatError`` naming the file."""
+        from protkit.models.prothash_format import load_pretrained_dir
 
         directory = Path(name_or_path)
         if not directory.is_dir():
             from huggingface_hub import snapshot_download
 
             directory = Path(snapshot_download(str(name_or_path), allow_patterns=["config.json", "model.safetensors"]))
-        config = ProtHashConfig.from_dict(json.loads((directory / "config.json").read_text()))
-        model = cls(config)
-        model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
-        return model.to(device).eval()
+        return load_pretrained_dir(directory, device)
 
 
 __all__ = ["ProtHash", "ProtHashConfig", "PRESETS", "POOLINGS"]

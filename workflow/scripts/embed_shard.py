@@ -1,11 +1,13 @@
 """Rule embed_shard: one shard (round-robin records) of a FASTA file through a student."""
-from protkit.embed import embed_fasta, load_model
+from protkit.embed import embed_fasta
+from protkit.embedders import load_embedder
 from protkit.logs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 settings = snakemake.params.settings
 embed_fasta(
-    load_model(snakemake.params.model_dir, int8=snakemake.params.int8, device=snakemake.params.device),
+    load_embedder(snakemake.params.model_dir, int8=snakemake.params.int8, backend="torch",
+                  device=snakemake.params.device),
     snakemake.input.fasta,
     snakemake.output[0],
     shard=(int(snakemake.wildcards.shard), int(snakemake.wildcards.nshards)),
@@ -13,5 +15,4 @@ embed_fasta(
     max_tokens=settings["max_tokens"],
     overlength=settings["overlength"],
     store_dtype=settings["store_dtype"],
-    device=snakemake.params.device,
 )
