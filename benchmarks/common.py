@@ -21,16 +21,17 @@ import shlex
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from protkit.embedders import pooled_embeddings
+from protkit.embedders import BatchRunner, embed_token_lists, pooled_embeddings
 from protkit.fasta import read_fasta
 from protkit.models.prothash import PRESETS, ProtHash, ProtHashConfig
 from protkit.tokenize import encode_one
@@ -155,6 +156,36 @@ def embedder(forward: Callable, tokens: list[list[int]], dim: int, max_tokens: i
         vectors = pooled_embeddings(forward, [tokens[i] for i in items], ["mean"], dim, max_tokens, device)["mean"]
         return dict(zip(items, vectors))
     return run
+
+
+def batch_runner(runner: BatchRunner, tokens: list[list[int]], dim: int, max_tokens: int, device: torch.device) -> Runner:
+    """Like :func:`embedder`, over any backend's batch runner (``Embedder.runner``)."""
+    def run(items: Sequence[int]) -> dict[int, np.ndarray]:
+        items = list(items)
+        pooled, _ = embed_token_lists(runner, [tokens[i] for i in items], ["mean"], dim, max_tokens, device)
+        return dict(zip(items, pooled["mean"]))
+    return run
+
+
+@contextmanager
+def scratch_cache(directory: Path) -> Iterator[Path]:
+    """protkit's cache (ONNX exports) in ``directory`` for the duration: exports are timed, and the
+    user's ~/.cache is left alone."""
+    previous = os.environ.get("PROTKIT_CACHE_DIR")
+    os.environ["PROTKIT_CACHE_DIR"] = str(directory)
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop("PROTKIT_CACHE_DIR", None)
+        else:
+            os.environ["PROTKIT_CACHE_DIR"] = previous
+
+
+def saved_student(model: ProtHash, directory: Path) -> Path:
+    """``model`` saved as a protkit student directory (what ``protkit embed --model`` takes)."""
+    model.save_pretrained(directory)
+    return directory
 
 
 # --- timing ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Run the benchmarks B1-B6 (``make bench``) and write docs/benchmarks.md atomically.
+"""Run the benchmarks B1-B7 (``make bench``) and write docs/benchmarks.md atomically.
 
     .venv/bin/python benchmarks/run_all.py                 # everything (~20 min on 2 idle cores)
     .venv/bin/python benchmarks/run_all.py --only B2,B4    # a subset: printed, docs/ left alone
@@ -22,13 +22,13 @@ from typing import Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling
+from benchmarks import b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling, b7_backends
 from benchmarks.common import (
     DATA_DIR, FASTA_FILES, REPO_ROOT, Result, Table, devices, execute, machine_line, shell_command, today,
 )
 from protkit.atomic import write_text
 
-BENCHMARKS = {m.KEY: m for m in (b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling)}
+BENCHMARKS = {m.KEY: m for m in (b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling, b7_backends)}
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
 BUDGET_MINUTES = 20  # `make bench` on 2 CPU cores
 
@@ -44,7 +44,7 @@ def parse_only(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="protkit benchmarks B1-B6", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(description="protkit benchmarks B1-B7", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__)
     parser.add_argument("--only", type=parse_only, default=list(BENCHMARKS), metavar="B1,B3",
                         help="comma-separated benchmarks to run (default: all)")

@@ -17,7 +17,8 @@ from typing import Sequence
 
 import protkit
 from protkit.alphabet import ALPHABET_POLICIES
-from protkit.embedders import BACKENDS, EMBED_POOLINGS, PRECISIONS
+from protkit.embedder_loading import BACKENDS, CPU_MAX_TOKENS, CUDA_MAX_TOKENS
+from protkit.embedders import EMBED_POOLINGS, PRECISIONS
 
 log = logging.getLogger("protkit")
 OVERLENGTH = ("truncate", "drop", "error")
@@ -63,15 +64,17 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
                        help="also write per-residue vectors (CLS/EOS removed) to this parquet file; read it with "
                        "protkit.residues.read_residues")
     embed.add_argument("--max-tokens", type=_positive, default=None,
-                       help="padded tokens per batch (default: the measured best for the device and backend)")
+                       help=f"padded tokens per batch (default: {CPU_MAX_TOKENS} on a CPU, {CUDA_MAX_TOKENS} on a GPU: "
+                       "the fastest measured, README 'Backends')")
     embed.add_argument("--max-length", type=_positive, default=None,
                        help="tokens per sequence incl. CLS/EOS (default: the model's context length)")
     embed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     embed.add_argument("--backend", default="auto", choices=BACKENDS,
-                       help="students: torch or onnxruntime (default auto: the fastest measured for the device)")
+                       help="students: torch or onnxruntime (default auto: onnxruntime for pooled fp32/int8 vectors on "
+                       "the CPU, the fastest measured; torch on GPUs, for --precision bf16/fp16 and --per-residue)")
     embed.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="float type of the forward pass (default fp32; bf16/fp16 for GPUs)")
-    embed.add_argument("--int8", action="store_true", help="use the student's int8 model (MODEL/int8/)")
+    embed.add_argument("--int8", action="store_true", help="int8 student: torch uses MODEL/int8/ (torchao); onnxruntime its own dynamic int8 (see README)")
     embed.add_argument("--fp16", action="store_true", help="store vectors as float16 (half the file size)")
     embed.add_argument("--overlength", choices=OVERLENGTH, default="truncate",
                        help="sequences longer than --max-length: truncate (default), drop or error")
@@ -109,12 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _embed(args: argparse.Namespace) -> None:
     from protkit.embed import embed_fasta
-    from protkit.embedders import default_max_tokens, load_embedder
+    from protkit.embedder_loading import default_max_tokens, load_embedder
 
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"input FASTA {args.input}: no such file")
     embedder = load_embedder(args.model, int8=args.int8, precision=args.precision, backend=args.backend,
-                             device=args.device)
+                             device=args.device, per_residue=args.per_residue is not None)
     embed_fasta(
         embedder,
         args.input,
@@ -142,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from protkit.embedders import EmbedError
     from protkit.fasta import FastaError
     from protkit.models.prothash_format import ModelFormatError
+    from protkit.onnx_export import OnnxExportError
+    from protkit.onnx_runtime import OnnxModelError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -149,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _embed(args) if args.command == "embed" else _export(args)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
-            FastaError, EmbedError, ModelFormatError) as err:
+            FastaError, EmbedError, ModelFormatError, OnnxExportError, OnnxModelError) as err:
         message = " ".join(str(err).split())  # one line, whatever the library wrote
         print(f"protkit: error: {message}", file=sys.stderr)
         return 2

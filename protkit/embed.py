@@ -166,6 +166,10 @@ def _check_options(embedder: Embedder, s: _Settings) -> None:
         raise EmbedError(
             f"pooling must be one or more of {', '.join(EMBED_POOLINGS)}, got {', '.join(s.poolings) or 'none'}"
         )
+    unavailable = [p for p in s.poolings if p not in embedder.poolings]
+    if unavailable:
+        raise EmbedError(f"model {embedder.source} gives no {', '.join(unavailable)} pooling; "
+                         f"it has {', '.join(embedder.poolings)}")
     if s.overlength not in OVERLENGTH:
         raise EmbedError(f"overlength must be one of {', '.join(OVERLENGTH)}, got {s.overlength!r}")
     if s.alphabet not in ALPHABET_POLICIES:

@@ -7,15 +7,12 @@ optionally, per-residue vectors. Students embed in the teacher's width (through 
 ``cls`` and ``mean`` are pooled before the (linear) adapter, which is cheaper and equal up to
 rounding, while ``max`` and per-residue vectors go through it token by token.
 
-Loading (:func:`load_embedder`) is where a model file's problems become :class:`EmbedError` /
-:class:`~protkit.models.prothash_format.ModelFormatError` messages that name the file.
+Loading a model as an :class:`Embedder` is :mod:`protkit.embedder_loading`'s job.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -24,15 +21,12 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from protkit.batching import token_budget_batches
-from protkit.device import DTYPES, resolve_device
+from protkit.device import DTYPES
 from protkit.pooling import pool
 from protkit.tokenize import TokenBatch, pad_batch
 
-log = logging.getLogger(__name__)
-
 EMBED_POOLINGS = ("mean", "cls", "max")
 PRECISIONS = tuple(DTYPES)  # fp32, bf16, fp16
-BACKENDS = ("auto", "torch", "onnxruntime")
 ESMC_CONTEXT = 2048  # tokens; ESMC's training context (rotary, so longer inputs run but were never seen)
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -65,6 +59,7 @@ class Embedder:
     quantization: str | None = None  # None, "int8_dynamic", "int8_weight_only", or an ONNX scheme
     backend: str = "torch"
     model: nn.Module | None = None  # the torch module (None for onnxruntime)
+    poolings: tuple[str, ...] = EMBED_POOLINGS  # the poolings it can give
     extra: dict = field(default_factory=dict)  # backend details for the metadata
 
     def metadata(self) -> dict:
@@ -175,89 +170,3 @@ def pooled_embeddings(
     runner = TorchRunner(forward, None, torch.float32)
     with progress_bar(sum(len(t) - 2 for t in token_lists), desc) as bar:
         return embed_token_lists(runner, token_lists, poolings, dim, max_tokens, device, on_batch=bar.update)[0]
-
-
-# --- loading -------------------------------------------------------------------------------------
-def load_embedder(
-    model: str | Path,
-    *,
-    int8: bool = False,
-    precision: str = "fp32",
-    backend: str = "auto",
-    device: str | torch.device = "auto",
-) -> Embedder:
-    """An :class:`Embedder` for ``model``:
-
-    - ``esmc_300m`` / ``esmc_600m`` (the Hub's weights, through its cache), an ESMC weights file
-      (``.pth``/``.safetensors``) or a Hub-like ESMC directory (``data/weights/*.pth``): the teacher;
-    - a student directory (protkit's ``config.json`` + ``model.safetensors``, or the ``prothash``
-      package's), an int8 artifact directory (``quantization.json``), or a Hub id of a student;
-    - an ``.onnx`` file written by ``protkit export --format onnx`` (onnxruntime backend).
-
-    ``int8``: the student's ``int8/`` artifact (quantized now when absent). ``precision``: the
-    float type of the forward pass (fp32, bf16, fp16). ``backend``: ``torch``, ``onnxruntime``
-    (students only) or ``auto`` (see :func:`choose_backend`).
-    """
-    from protkit.model_files import ModelKind, classify_model
-
-    if precision not in PRECISIONS:
-        raise EmbedError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if backend not in BACKENDS:
-        raise EmbedError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    device = resolve_device(device) if isinstance(device, str) else device
-    found = classify_model(model)
-    if found.kind == ModelKind.TEACHER:
-        if int8:
-            raise EmbedError(f"model {model}: --int8 is for ProtHash students; the ESMC teacher runs in fp32/bf16/fp16")
-        if backend == "onnxruntime":
-            raise EmbedError(f"model {model}: the onnxruntime backend runs ProtHash students only; use --backend torch")
-        return _teacher(str(model), found.path, precision, device)
-    chosen = choose_backend(backend, device, precision)
-    if found.kind == ModelKind.ONNX or chosen == "onnxruntime":
-        from protkit.onnx_backend import onnx_embedder
-
-        return onnx_embedder(str(model), found, int8=int8, device=device)
-    return _torch_student(str(model), found, int8, precision, device)
-
-
-def choose_backend(backend: str, device: torch.device, precision: str) -> str:
-    """``auto``: the fastest backend measured for the device (docs/benchmarks.md, B7)."""
-    if backend != "auto":
-        return backend
-    return "torch"
-
-
-def _teacher(source: str, weights: Path, precision: str, device: torch.device) -> Embedder:
-    from protkit.model_files import load_teacher_weights
-    from protkit.models.esmc_weights import file_sha256
-
-    teacher = load_teacher_weights(weights, device, DTYPES[precision])
-    config = {**teacher.config.to_dict(), "weights": str(weights)}
-    return Embedder(
-        source=source, kind="teacher", fingerprint=file_sha256(weights), dim=teacher.config.d_model,
-        context_length=ESMC_CONTEXT, config=config, runner=teacher_runner(teacher), device=device,
-        precision=precision, model=teacher,
-    )
-
-
-def _torch_student(source: str, found, int8: bool, precision: str, device: torch.device) -> Embedder:
-    from protkit.model_files import load_student
-
-    student = load_student(found, int8=int8)
-    if student.quantization is not None and precision != "fp32":
-        raise EmbedError(f"model {source}: an int8 model runs with fp32 activations; drop --precision {precision}")
-    dtype = DTYPES[precision]
-    net = student.model.to(device) if student.quantization else student.model.to(device=device, dtype=dtype)
-    net.eval()
-    config = net.config
-    return Embedder(
-        source=source, kind="student", fingerprint=student.fingerprint, dim=config.teacher_dim,
-        context_length=config.context_length, config=config.to_dict(), runner=student_runner(net, dtype),
-        device=device, precision=precision, quantization=student.quantization, model=net,
-        extra={"model_format": student.format},
-    )
-
-
-def default_max_tokens(embedder: Embedder) -> int:
-    """Padded tokens per batch when none is given: the measured best for the device (README, B7)."""
-    return 65536 if embedder.device.type == "cuda" else 16384

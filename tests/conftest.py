@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 
@@ -14,6 +15,20 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def protkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """protkit's own cache (ONNX exports of the onnxruntime backend) in a temporary directory,
+    never the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("protkit-cache")
+    previous = os.environ.get("PROTKIT_CACHE_DIR")
+    os.environ["PROTKIT_CACHE_DIR"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("PROTKIT_CACHE_DIR", None)
+    else:
+        os.environ["PROTKIT_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

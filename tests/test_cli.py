@@ -14,7 +14,7 @@ import pytest
 import protkit
 from protkit.cli import main
 from protkit.embed import embed_fasta, read_metadata
-from protkit.embedders import load_embedder
+from protkit.embedder_loading import load_embedder
 from protkit.fasta import write_fasta
 
 
@@ -36,7 +36,7 @@ def column(path: Path, name: str) -> np.ndarray:
 def test_cli_output_equals_embed_fasta(model_dir, fasta, tmp_path):
     out = tmp_path / "cli.parquet"
     argv = ["embed", "--model", str(model_dir), "--input", str(fasta), "--output", str(out),
-            "--pooling", "mean,cls", "--max-tokens", "700", "--device", "cpu"]
+            "--pooling", "mean,cls", "--max-tokens", "700", "--device", "cpu", "--backend", "torch"]
     assert main(argv) == 0
     ref = embed_fasta(load_embedder(model_dir, backend="torch", device="cpu"), fasta, tmp_path / "lib.parquet",
                       poolings=("mean", "cls"), max_tokens=700)
@@ -50,7 +50,7 @@ def test_cli_output_equals_embed_fasta(model_dir, fasta, tmp_path):
 def test_cli_int8_fp16_overlength(model_dir, fasta, tmp_path):
     out = tmp_path / "q.parquet"
     assert main(["-q", "embed", "--model", str(model_dir), "--input", str(fasta), "--output", str(out),
-                 "--int8", "--fp16", "--max-length", "50", "--overlength", "drop"]) == 0
+                 "--int8", "--fp16", "--max-length", "50", "--overlength", "drop", "--backend", "torch"]) == 0
     meta = read_metadata(out)
     assert (meta["int8"], meta["quantization"], meta["store_dtype"]) == (True, "int8_dynamic", "fp16")
     assert column(out, "mean").dtype == np.float16

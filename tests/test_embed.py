@@ -20,7 +20,7 @@ from protkit.embed import (
     shard_records,
     work_dir,
 )
-from protkit.embedders import load_embedder
+from protkit.embedder_loading import load_embedder
 from protkit.models.prothash_format import ModelFormatError
 from protkit.fasta import write_fasta
 from protkit.models.esmc_weights import file_sha256

@@ -14,7 +14,8 @@ import torch
 from protkit.cache import build_cache, load_pooled
 from protkit.cli import main
 from protkit.embed import embed_fasta, read_metadata
-from protkit.embedders import EmbedError, load_embedder
+from protkit.embedder_loading import load_embedder
+from protkit.embedders import EmbedError
 from protkit.fasta import write_fasta
 from protkit.models.esmc import ESMCConfig
 from protkit.models.esmc_weights import HUB_WEIGHTS, file_sha256, random_esmc, save_weights

@@ -23,6 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from protkit.cli import main
 from protkit.models.prothash import ProtHash, ProtHashConfig
 from protkit.models.prothash_format import (
     PROTHASH_KEYS,
@@ -202,7 +203,6 @@ def test_package_checkpoint_from_a_hub_id(package_models, tokens, offline_hub, v
 def test_cli_embeds_a_package_checkpoint(package_models, proteins, tmp_path, version) -> None:
     import pandas as pd
 
-    from protkit.cli import main
     from protkit.fasta import write_fasta
 
     directory, want = package_models[version, "head"]
@@ -243,11 +243,13 @@ def exported(prothash_packages, tokens, tmp_path_factory) -> dict[str, tuple[Pro
     models, dirs = {}, {}
     for i, (name, (changes, _)) in enumerate(EXPORTS.items()):
         models[name] = random_student(10 + i, **changes)
-        if name == "absolute":  # from a saved directory
-            models[name].save_pretrained(root / "protkit-absolute")
-            dirs[name] = export_prothash(root / "protkit-absolute", root / name)
-        else:
+        if name == "identity":  # from a model in memory
             dirs[name] = export_prothash(models[name], root / name)
+        else:  # from a saved directory, through `protkit export`
+            models[name].save_pretrained(root / f"protkit-{name}")
+            argv = ["-q", "export", "--model", str(root / f"protkit-{name}"), "--format", "prothash"]
+            assert main([*argv, "--output", str(root / name)]) == 0
+            dirs[name] = root / name
     out = {}
     for version in VERSIONS:
         names = [n for n, (_, v) in EXPORTS.items() if v == version]

@@ -1,6 +1,6 @@
 """Rule embed_shard: one shard (round-robin records) of a FASTA file through a student."""
 from protkit.embed import embed_fasta
-from protkit.embedders import load_embedder
+from protkit.embedder_loading import load_embedder
 from protkit.logs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)

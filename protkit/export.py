@@ -1,0 +1,44 @@
+"""``protkit export``: a trained student in the ``prothash`` package's format or as ONNX."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from protkit.model_files import ModelKind, classify_model
+from protkit.models.esmc_weights import file_sha256
+from protkit.models.prothash_format import ModelFormatError, export_prothash, load_pretrained_dir
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("prothash", "onnx")
+
+
+def export_model(model: str | Path, fmt: str, output: str | Path, int8: bool = False) -> Path:
+    """Export the fp32 student ``model`` (directory or Hub id) as ``fmt`` to ``output``.
+
+    ``prothash``: a directory for ``prothash.model.ProtHash.from_pretrained`` (see
+    :func:`~protkit.models.prothash_format.export_prothash`). ``onnx``: one ``.onnx`` file (see
+    :mod:`protkit.onnx_export`); ``int8`` adds the int8 weight quantization shipped for ONNX.
+    """
+    if fmt not in FORMATS:
+        raise ModelFormatError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    found = classify_model(model)
+    if found.kind == ModelKind.INT8:
+        raise ModelFormatError(
+            f"{found.path}: an int8 artifact; export the fp32 model directory it was made from "
+            f"(the parent of int8/){' and add --int8 for an int8 ONNX' if fmt == 'onnx' else ''}"
+        )
+    if found.kind != ModelKind.STUDENT:
+        raise ModelFormatError(f"{model}: only ProtHash students can be exported (this is {found.kind.value})")
+    if int8 and fmt != "onnx":
+        raise ModelFormatError("--int8 applies to --format onnx only; the prothash format stores float weights")
+    if fmt == "prothash":
+        out = export_prothash(found.path, output)
+    else:
+        from protkit.onnx_export import export_onnx
+
+        weights = found.path / "model.safetensors"
+        out = export_onnx(load_pretrained_dir(found.path), output, weights_sha256=file_sha256(weights), int8=int8)
+    log.info("exported %s as %s to %s", model, fmt, out)
+    return Path(out)
