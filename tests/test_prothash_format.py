@@ -393,3 +393,25 @@ def test_protkit_format_missing_tensor_names_the_file(tmp_path) -> None:
     save_file(state, str(weights))
     with pytest.raises(ModelFormatError, match=re.escape(str(weights)) + r": .*missing: blocks\.0\.norm1\.weight"):
         ProtHash.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("config_file", ["config/config.yaml", "config/demo.yaml"])
+def test_every_variant_the_default_configs_train_exports_exactly(repo_root, config_file, tmp_path) -> None:
+    """Each variant's architecture, as distillation builds it (random weights), exports to the
+    prothash format and reads back with the same CLS vectors (the package parity is tested above)."""
+    from protkit import config as config_module
+    from protkit.distill import build_model_config
+    from protkit.models.esmc import ESMC_PRESETS
+
+    config = config_module.load(repo_root / config_file)
+    ids = torch.tensor([encode_one("MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ")])  # (1, L)
+    for name, variant in config["variants"].items():
+        teacher = config["teachers"][variant["teacher"]]
+        width = teacher["random"]["d_model"] if teacher["weights"] == "random" else ESMC_PRESETS[teacher["weights"]].d_model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = ProtHash(build_model_config(variant, width, variant["teacher"], f"variants.{name}")).eval()
+        exported = load_pretrained_dir(export_prothash(model, tmp_path / name))
+        with torch.no_grad():
+            want, got = model.embed_teacher(ids, pooling="cls"), exported.embed_teacher(ids, pooling="cls")
+        assert rel_l2(got.numpy(), want.numpy()).max() <= TOL, name
