@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _embed(args: argparse.Namespace) -> None:
     from protkit.embed import embed_fasta
-    from protkit.embedder_loading import default_max_tokens, load_embedder
+    from protkit.embedder_loading import load_embedder
 
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"input FASTA {args.input}: no such file")
@@ -123,7 +123,7 @@ def _embed(args: argparse.Namespace) -> None:
         args.input,
         args.output,
         poolings=args.pooling,
-        max_tokens=args.max_tokens or default_max_tokens(embedder),
+        max_tokens=args.max_tokens,
         max_length=args.max_length,
         overlength=args.overlength,
         alphabet=args.alphabet,

@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 import protkit
 from protkit.alphabet import ALPHABET_POLICIES, NucleotideCounter, check_alphabet, clean_sequence
 from protkit.atomic import atomic_path, write_json
+from protkit.embedder_loading import default_max_tokens
 from protkit.embedders import EMBED_POOLINGS, Embedder, EmbedError, embed_token_lists, progress_bar
 from protkit.fasta import FastaRecord, read_fasta
 from protkit.models.esmc_weights import file_sha256
@@ -318,7 +319,7 @@ def embed_fasta(
     out_parquet: str | Path,
     *,
     poolings: Sequence[str] = ("mean",),
-    max_tokens: int = 16384,
+    max_tokens: int | None = None,
     max_length: int | None = None,
     overlength: str = "truncate",
     alphabet: str = "reject",
@@ -331,14 +332,15 @@ def embed_fasta(
 ) -> Path:
     """Embed a FASTA file into ``out_parquet`` (and ``per_residue``), as the module docstring says.
 
-    ``max_length``: tokens incl. CLS/EOS (default: the model's context length). ``overlength``:
-    ``truncate`` (keep the N-terminal residues), ``drop`` (leave out, listed in the metadata) or
-    ``error``. ``alphabet``: ``reject`` or ``error``. ``resume=False`` discards an unfinished run.
+    ``max_tokens``: padded tokens per batch (default: :func:`~protkit.embedder_loading.default_max_tokens`,
+    the fastest measured for the device). ``max_length``: tokens incl. CLS/EOS (default: the model's
+    context length). ``overlength``: ``truncate`` (keep the N-terminal residues), ``drop`` (leave
+    out, listed in the metadata) or ``error``. ``alphabet``: ``reject`` or ``error``. ``resume=False`` discards an unfinished run.
     ``metadata``: extra entries for the ``protkit`` metadata.
     """
     settings = _Settings(
-        poolings=tuple(poolings), max_tokens=max_tokens, max_length=max_length or embedder.context_length,
-        overlength=overlength, alphabet=alphabet, store_dtype=store_dtype, per_residue=per_residue is not None,
+        poolings=tuple(poolings), max_tokens=max_tokens or default_max_tokens(embedder),
+        max_length=max_length or embedder.context_length, overlength=overlength, alphabet=alphabet, store_dtype=store_dtype, per_residue=per_residue is not None,
         chunk_residues=chunk_residues or (RESIDUE_CHUNK_RESIDUES if per_residue else POOLED_CHUNK_RESIDUES),
         shard=tuple(shard) if shard else None,
     )
