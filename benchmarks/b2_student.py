@@ -66,7 +66,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
         if device.type == "cpu":
             directory = saved_student(student, Path(tmp) / "student")
             for name, int8 in ONNX_PATHS.items():
-                runner = load_embedder(directory, int8=int8, backend="onnxruntime", device=device).runner
+                runner = load_embedder(directory, int8=int8, backend="onnxruntime", device=device, poolings=["mean"]).runner
                 variants[name] = batch_runner(runner, tokens, dims[1], s.max_tokens, device)
         repeats = {name: STUDENT_REPEATS for name in list(variants)[1:]}
         timings = interleaved(variants, rounds, [shortest], device, repeats=repeats)

@@ -62,7 +62,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     tokens = tokenize(sample_proteins(s.n_sequences, data_dir, max_residues=s.max_residues))
     model = student_model(quick, device)
     with tempfile.TemporaryDirectory(prefix="protkit-b4-") as tmp, scratch_cache(Path(tmp)):
-        default = load_embedder(saved_student(model, Path(tmp) / "student"), device=device)
+        default = load_embedder(saved_student(model, Path(tmp) / "student"), device=device, poolings=["mean"])
         budget = default_max_tokens(default)
         variants = {
             "one at a time, no mask (ProtHash usage)": one_at_a_time(model, tokens, device),

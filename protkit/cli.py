@@ -117,7 +117,8 @@ def _embed(args: argparse.Namespace) -> None:
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"input FASTA {args.input}: no such file")
     embedder = load_embedder(args.model, int8=args.int8, precision=args.precision, backend=args.backend,
-                             device=args.device, per_residue=args.per_residue is not None)
+                             device=args.device, per_residue=args.per_residue is not None,
+                             poolings=args.pooling)
     embed_fasta(
         embedder,
         args.input,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -32,6 +33,7 @@ def load_embedder(
     backend: str = "auto",
     device: str | torch.device = "auto",
     per_residue: bool = False,
+    poolings: Sequence[str] | None = None,
 ) -> Embedder:
     """An :class:`Embedder` for ``model``:
 
@@ -44,7 +46,9 @@ def load_embedder(
     ``int8``: torch: the student's ``int8/`` artifact (quantized now when absent); onnxruntime: its
     own dynamic int8. ``precision``: the float type of the forward pass (fp32, bf16, fp16).
     ``backend``: ``torch``, ``onnxruntime`` (students on the CPU) or ``auto`` (:func:`choose_backend`).
-    ``per_residue``: per-residue vectors will be asked for (torch only).
+    ``per_residue``: per-residue vectors will be asked for (torch only). ``poolings``: the poolings
+    that will be asked for; onnxruntime exports a graph with just those (onnxruntime runs every node
+    of a graph, and ``max`` costs ~7%), default all.
     """
     from protkit.model_files import ModelKind, classify_model
 
@@ -75,7 +79,7 @@ def load_embedder(
                              f"for --precision {precision}")
         from protkit.onnx_backend import onnx_embedder
 
-        return onnx_embedder(str(model), found, int8=int8, device=device)
+        return onnx_embedder(str(model), found, int8=int8, device=device, poolings=poolings)
     return _torch_student(str(model), found, int8, precision, device)
 
 

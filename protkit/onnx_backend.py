@@ -2,7 +2,8 @@
 
 A student directory (or Hub id) is exported once by :func:`protkit.onnx_export.export_onnx` into
 the ONNX cache (``$PROTKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/protkit``, else ``~/.cache/protkit``;
-sub-directory ``onnx/``), keyed by the weights' sha256, the configuration, the precision and
+sub-directory ``onnx/``), keyed by the weights' sha256, the configuration, the precision, the
+pooled outputs asked for (onnxruntime runs every node of a graph, so a graph holds only those) and
 protkit's version; later runs load the cached file. An ``.onnx`` file written by ``protkit export --format onnx`` runs as it is.
 
 fp32 gives torch fp32's vectors to about 1e-6 relative L2; ``--int8`` gives onnxruntime's dynamic
@@ -57,8 +58,11 @@ def cache_dir() -> Path:
     return base / "protkit" / "onnx"
 
 
-def onnx_embedder(source: str, found: FoundModel, *, int8: bool, device: torch.device) -> Embedder:
-    """An onnxruntime :class:`~protkit.embedders.Embedder` for a student directory or an ``.onnx`` file."""
+def onnx_embedder(
+    source: str, found: FoundModel, *, int8: bool, device: torch.device, poolings: Sequence[str] | None = None
+) -> Embedder:
+    """An onnxruntime :class:`~protkit.embedders.Embedder` for a student directory (exported with the
+    outputs ``poolings``, default all of :data:`POOLED`) or an ``.onnx`` file (its own outputs)."""
     if device.type != "cpu":
         raise EmbedError(f"model {source}: the onnxruntime backend runs on the CPU; use --backend torch on {device.type}")
     if found.kind == ModelKind.ONNX:
@@ -67,7 +71,11 @@ def onnx_embedder(source: str, found: FoundModel, *, int8: bool, device: torch.d
             raise EmbedError(f"model {source}: an ONNX file's precision is fixed at export; drop --int8 "
                              "(export with `protkit export --format onnx --int8` for an int8 file)")
     elif found.kind == ModelKind.STUDENT:
-        path = exported_onnx(found.path, int8)
+        outputs = tuple(p for p in POOLED if poolings is None or p in poolings)
+        if not outputs:
+            raise EmbedError(f"model {source}: the onnxruntime backend gives {', '.join(POOLED)} poolings, "
+                             f"not {', '.join(poolings or [])}")
+        path = exported_onnx(found.path, int8, outputs)
     else:
         raise EmbedError(f"model {source}: the onnxruntime backend needs the fp32 student directory "
                          f"(it quantizes its own int8 with --int8); this is {found.kind.value}")
@@ -87,14 +95,15 @@ def onnx_embedder(source: str, found: FoundModel, *, int8: bool, device: torch.d
     )
 
 
-def exported_onnx(directory: Path, int8: bool) -> Path:
-    """The cached ONNX export of the student in ``directory`` (exported now if absent)."""
+def exported_onnx(directory: Path, int8: bool, outputs: Sequence[str] = POOLED) -> Path:
+    """The cached ONNX export of the student in ``directory`` with ``outputs`` (exported now if absent)."""
     model = load_pretrained_dir(directory)  # first: a bad config.json or weights file is reported here
     sha = file_sha256(directory / "model.safetensors")
     key = hashlib.sha256(f"{sha} {json.dumps(model.config.to_dict(), sort_keys=True)}".encode()).hexdigest()
-    path = cache_dir() / f"{key[:24]}-{'int8' if int8 else 'fp32'}-protkit{protkit.__version__}.onnx"
+    name = f"{key[:24]}-{'int8' if int8 else 'fp32'}-{'+'.join(outputs)}-protkit{protkit.__version__}.onnx"
+    path = cache_dir() / name
     if path.is_file():
         return path
     log.info("exporting %s to ONNX%s (once; cached at %s)", directory, " int8" if int8 else "", path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return export_onnx(model, path, weights_sha256=sha, outputs=POOLED, int8=int8)
+    return export_onnx(model, path, weights_sha256=sha, outputs=tuple(outputs), int8=int8)

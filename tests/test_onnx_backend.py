@@ -93,6 +93,16 @@ def test_exported_onnx_runs_as_a_model(model_dir, fasta, torch_run, tmp_path) ->
     assert cosine(vectors(out8, "mean"), vectors(torch_run, "mean")).min() >= 0.999
 
 
+def test_the_export_holds_only_the_poolings_asked_for(model_dir, protkit_cache) -> None:
+    """onnxruntime runs every node of a graph: a mean-only run must not pay for max."""
+    mean_only = load_embedder(model_dir, device="cpu", poolings=["mean"])
+    assert mean_only.backend == "onnxruntime" and mean_only.poolings == ("mean",)
+    assert read_onnx_metadata(mean_only.extra["onnx_file"])["outputs"] == ["mean"]
+    both = load_embedder(model_dir, device="cpu", poolings=["max", "cls"])
+    assert both.poolings == ("cls", "max") and both.extra["onnx_file"] != mean_only.extra["onnx_file"]
+    assert load_embedder(model_dir, device="cpu").poolings == ("cls", "mean", "max")
+
+
 def test_per_residue_and_low_precision_choose_torch(model_dir) -> None:
     import torch
 
