@@ -43,12 +43,6 @@ def alone(forward, token_list: list[int], device: torch.device) -> np.ndarray:
     return hidden.mean(0).cpu().numpy()
 
 
-def stacked(rounds: list[dict[int, np.ndarray]], n: int) -> np.ndarray:
-    """One round-split variant's vectors in item order.  # (n, D)"""
-    by_item = {i: v for out in rounds for i, v in out.items()}
-    return np.stack([by_item[i] for i in range(n)])
-
-
 def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     s = b1_settings(device, quick)
     proteins = sample_proteins(s.n_sequences, data_dir, max_residues=s.max_residues)
@@ -94,10 +88,9 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
         ])
         result.require(cosine >= ALONE_COSINE, f"{name}: batched vs alone cosine {cosine:.6f} < {ALONE_COSINE}")
     best, best_cosine = names[1], 1.0
-    reference = stacked(timings.outputs[names[1]], len(tokens))
+    reference = timings.stacked(names[1], len(tokens))
     for name in list(variants)[2:]:
-        got = stacked(timings.outputs[name], len(tokens))
-        cosine = float(cosines(got, reference).min())
+        cosine = float(cosines(timings.stacked(name, len(tokens)), reference).min())
         table.rows.append([name, "ProtHash-V2-384-Tiny" if not quick else "tiny ProtHash", table.rows[1][2],
                            rate(residues(tokens) / timings.total(name)), spread(timings.speedups(name, names[0])),
                            f"{flops[names[1]] / timings.total(name) / 1e9:.1f}", f"to torch fp32: {cosine:.6f}"])

@@ -81,9 +81,7 @@ def _measure(variants, tokens: list[list[int]], s: Settings, device: torch.devic
     by_length = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
     timings = interleaved(variants, rounds, [by_length[:4]], device)
 
-    order = list(range(len(tokens)))
-    vectors = {name: {i: v for out in timings.outputs[name] for i, v in out.items()} for name in variants}
-    stacked = {name: np.stack([vectors[name][i] for i in order]) for name in variants}
+    stacked = {name: timings.stacked(name, len(tokens)) for name in variants}
     agreement = np.minimum(cosines(stacked[batched], stacked[single]), cosines(stacked[default], stacked[single]))
     n_res = residues(tokens)
     table = Table(

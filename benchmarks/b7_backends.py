@@ -21,7 +21,6 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 import torch
 
 from benchmarks.common import (
@@ -96,9 +95,7 @@ def _backend_table(result: Result, s: Settings, tokens, model, runners, load_sec
     peak = matmul_peak(device)
     flops = forward_flops(nonembedding_params(model), model.config.n_layers, model.config.d_model,
                           [len(t) for t in tokens])
-    order = list(range(len(tokens)))
-    vectors = {n: {i: v for out in timings.outputs[n] for i, v in out.items()} for n in variants}
-    reference = np.stack([vectors[TORCH_FP32][i] for i in order])
+    reference = timings.stacked(TORCH_FP32, len(tokens))
     table = Table(
         f"B7 backends, {length_summary(tokens)}, {s.max_tokens} padded tokens per batch, {len(rounds)} interleaved rounds",
         ["backend", "residues/s", "speed-up vs torch fp32 (median [min-max])", "cosine to torch fp32 (mean / min)",
@@ -106,7 +103,7 @@ def _backend_table(result: Result, s: Settings, tokens, model, runners, load_sec
     )
     best, best_speedup, best_cosine = None, 0.0, 0.0
     for name in variants:
-        cos = cosines(np.stack([vectors[name][i] for i in order]), reference)
+        cos = cosines(timings.stacked(name, len(tokens)), reference)
         seconds = timings.total(name)
         speedup = timings.speedup(name, TORCH_FP32)
         table.rows.append([name, rate(residues(tokens) / seconds), spread(timings.speedups(name, TORCH_FP32)),

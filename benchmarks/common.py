@@ -212,6 +212,11 @@ class Timings:
         """Median over rounds of :meth:`speedups`."""
         return statistics.median(self.speedups(fast, slow))
 
+    def stacked(self, name: str, n_items: int) -> np.ndarray:
+        """A runner variant's vectors (rounds of ``{item: vector}``) in item order.  # (n_items, D)"""
+        by_item = {i: v for out in self.outputs[name] for i, v in out.items()}
+        return np.stack([by_item[i] for i in range(n_items)])
+
 
 def interleaved(
     variants: dict[str, Runner],

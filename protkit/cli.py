@@ -74,7 +74,8 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
                        "the CPU, the fastest measured; torch on GPUs, for --precision bf16/fp16 and --per-residue)")
     embed.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="float type of the forward pass (default fp32; bf16/fp16 for GPUs)")
-    embed.add_argument("--int8", action="store_true", help="int8 student: torch uses MODEL/int8/ (torchao); onnxruntime its own dynamic int8 (see README)")
+    embed.add_argument("--int8", action="store_true",
+                       help="int8 student: torch uses MODEL/int8/ (torchao); onnxruntime its own dynamic int8 (see README)")
     embed.add_argument("--fp16", action="store_true", help="store vectors as float16 (half the file size)")
     embed.add_argument("--overlength", choices=OVERLENGTH, default="truncate",
                        help="sequences longer than --max-length: truncate (default), drop or error")

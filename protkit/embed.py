@@ -335,12 +335,13 @@ def embed_fasta(
     ``max_tokens``: padded tokens per batch (default: :func:`~protkit.embedder_loading.default_max_tokens`,
     the fastest measured for the device). ``max_length``: tokens incl. CLS/EOS (default: the model's
     context length). ``overlength``: ``truncate`` (keep the N-terminal residues), ``drop`` (leave
-    out, listed in the metadata) or ``error``. ``alphabet``: ``reject`` or ``error``. ``resume=False`` discards an unfinished run.
-    ``metadata``: extra entries for the ``protkit`` metadata.
+    out, listed in the metadata) or ``error``. ``alphabet``: ``reject`` or ``error``.
+    ``resume=False`` discards an unfinished run. ``metadata``: extra entries for the ``protkit`` metadata.
     """
     settings = _Settings(
         poolings=tuple(poolings), max_tokens=max_tokens or default_max_tokens(embedder),
-        max_length=max_length or embedder.context_length, overlength=overlength, alphabet=alphabet, store_dtype=store_dtype, per_residue=per_residue is not None,
+        max_length=max_length or embedder.context_length, overlength=overlength, alphabet=alphabet,
+        store_dtype=store_dtype, per_residue=per_residue is not None,
         chunk_residues=chunk_residues or (RESIDUE_CHUNK_RESIDUES if per_residue else POOLED_CHUNK_RESIDUES),
         shard=tuple(shard) if shard else None,
     )

@@ -65,18 +65,19 @@ def load_embedder(
             raise EmbedError(f"model {model}: the onnxruntime backend runs ProtHash students only; use --backend torch")
         return _teacher(str(model), found.path, precision, device)
     if found.kind == ModelKind.ONNX:
-        if backend == "torch" or per_residue or precision != "fp32":
-            raise EmbedError(f"model {model}: an ONNX file runs in onnxruntime, pooled vectors only, with its "
-                             "own precision; for --backend torch, --per-residue or --precision pass the student directory")
+        if backend == "torch":
+            raise EmbedError(f"model {model}: an ONNX file runs in onnxruntime; for --backend torch pass the "
+                             "student directory")
         chosen = "onnxruntime"
     else:
         chosen = choose_backend(backend, device, precision, per_residue, found.kind == ModelKind.STUDENT)
     if chosen == "onnxruntime":
         if per_residue:
-            raise EmbedError(f"model {model}: per-residue vectors need --backend torch")
+            raise EmbedError(f"model {model}: per-residue vectors need --backend torch (and a student "
+                             "directory, not an .onnx file)")
         if precision != "fp32":
             raise EmbedError(f"model {model}: the onnxruntime backend runs fp32 (or --int8); use --backend torch "
-                             f"for --precision {precision}")
+                             f"with a student directory for --precision {precision}")
         from protkit.onnx_backend import onnx_embedder
 
         return onnx_embedder(str(model), found, int8=int8, device=device, poolings=poolings)

@@ -4,7 +4,8 @@ A student directory (or Hub id) is exported once by :func:`protkit.onnx_export.e
 the ONNX cache (``$PROTKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/protkit``, else ``~/.cache/protkit``;
 sub-directory ``onnx/``), keyed by the weights' sha256, the configuration, the precision, the
 pooled outputs asked for (onnxruntime runs every node of a graph, so a graph holds only those) and
-protkit's version; later runs load the cached file. An ``.onnx`` file written by ``protkit export --format onnx`` runs as it is.
+protkit's version; later runs load the cached file. An ``.onnx`` file written by
+``protkit export --format onnx`` runs as it is.
 
 fp32 gives torch fp32's vectors to about 1e-6 relative L2; ``--int8`` gives onnxruntime's dynamic
 int8 (per-channel int8 weights, uint8 activations quantized per batch: cosine to fp32 >= 0.999, but
@@ -40,7 +41,7 @@ POOLED = ("cls", "mean", "max")  # the graph's outputs that protkit embed uses (
 class OrtRunner:
     """A :class:`~protkit.embedders.BatchRunner` over an :class:`~protkit.onnx_runtime.OrtStudent`."""
 
-    def __init__(self, student) -> None:
+    def __init__(self, student: OrtStudent) -> None:
         self.student = student
 
     def __call__(self, batch: TokenBatch, poolings: Sequence[str], residues: bool) -> tuple[Pooled, Residues | None]:
@@ -82,14 +83,14 @@ def onnx_embedder(
     student = OrtStudent(path, threads=torch.get_num_threads())
     meta = student.metadata
     config = meta["config"]
-    poolings = tuple(p for p in POOLED if p in student.outputs)
-    if not poolings:
+    available = tuple(p for p in POOLED if p in student.outputs)
+    if not available:
         raise EmbedError(f"{path}: the ONNX file has none of the outputs {', '.join(POOLED)}; re-export it")
     precision = meta["precision"]
     return Embedder(
         source=source, kind="student", fingerprint=meta["weights_sha256"] or file_sha256(path),
         dim=int(config["teacher_dim"]), context_length=int(config["context_length"]), config=config,
-        runner=OrtRunner(student), device=device, precision="fp32", poolings=poolings,
+        runner=OrtRunner(student), device=device, precision="fp32", poolings=available,
         quantization=None if precision == "fp32" else f"onnx_{precision}", backend="onnxruntime",
         extra={"model_format": "onnx", "onnx_file": str(path), "onnx_threads": torch.get_num_threads()},
     )

@@ -165,8 +165,7 @@ def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, dst = Path(src), Path(dst)
-    source = onnx.load(str(src))
-    metadata = {p.key[len(META_PREFIX):]: p.value for p in source.metadata_props if p.key.startswith(META_PREFIX)}
+    metadata = protkit_metadata(onnx.load(str(src)))
     if "config" not in metadata:
         raise OnnxExportError(f"{src}: no protkit metadata; quantize a file written by export_onnx")
     if metadata.get("precision", "fp32") != "fp32":
@@ -181,6 +180,11 @@ def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
             weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
         )
         return _save(onnx.load(str(quantized)), dst, metadata)
+
+
+def protkit_metadata(proto) -> dict[str, str]:
+    """protkit's ``metadata_props`` of a loaded ONNX model, without the ``protkit.`` prefix."""
+    return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
 
 
 @contextmanager

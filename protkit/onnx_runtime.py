@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from protkit.onnx_export import META_PREFIX, OUTPUTS
+from protkit.onnx_export import OUTPUTS, protkit_metadata
 
 
 class OnnxModelError(ValueError):
@@ -35,7 +35,7 @@ def read_onnx_metadata(path: str | Path) -> dict:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf DecodeError and friends
         raise OnnxModelError(f"{path}: not a readable ONNX model ({err})") from err
-    props = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
+    props = protkit_metadata(proto)
     if "config" not in props:
         raise OnnxModelError(f"{path}: no protkit metadata (was it written by protkit.onnx_export.export_onnx?)")
     return {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -22,13 +21,9 @@ def protkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """protkit's own cache (ONNX exports of the onnxruntime backend) in a temporary directory,
     never the user's ~/.cache."""
     cache = tmp_path_factory.mktemp("protkit-cache")
-    previous = os.environ.get("PROTKIT_CACHE_DIR")
-    os.environ["PROTKIT_CACHE_DIR"] = str(cache)
-    yield cache
-    if previous is None:
-        os.environ.pop("PROTKIT_CACHE_DIR", None)
-    else:
-        os.environ["PROTKIT_CACHE_DIR"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PROTKIT_CACHE_DIR", str(cache))
+        yield cache
 
 
 @pytest.fixture(scope="session")
