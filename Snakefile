@@ -23,6 +23,7 @@ include: "workflow/rules/distill.smk"
 include: "workflow/rules/quantize.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/embed.smk"
+include: "workflow/rules/search.smk"
 
 
 rule all:
@@ -55,3 +56,8 @@ rule evaluation:
 rule embeddings:
     input:
         embedding_targets(),
+
+
+rule search:
+    input:
+        search_targets(),

@@ -1,8 +1,9 @@
-"""Run the benchmarks B1-B7 (``make bench``) and write docs/benchmarks.md atomically.
+"""Run the benchmarks B1-B8 (``make bench``) and write docs/benchmarks.md atomically.
 
     .venv/bin/python benchmarks/run_all.py                 # everything (~20 min on 2 idle cores)
     .venv/bin/python benchmarks/run_all.py --only B2,B4    # a subset: printed, docs/ left alone
     .venv/bin/python benchmarks/run_all.py --quick --out /tmp/bench.md   # tiny smoke run
+    .venv/bin/python benchmarks/run_all.py --only B8 --update docs/benchmarks.md   # re-run one, keep the rest
 
 Each benchmark runs on the CPU, and on CUDA too when a GPU is present. A goal missed is stated
 (MISS) in the document, not hidden; a failed correctness check (or any error) makes the exit
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,13 +24,16 @@ from typing import Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling, b7_backends
+from benchmarks import (
+    b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling, b7_backends, b8_search,
+)
 from benchmarks.common import (
     DATA_DIR, FASTA_FILES, REPO_ROOT, Result, Table, devices, execute, machine_line, shell_command, today,
 )
 from protkit.atomic import write_text
 
-BENCHMARKS = {m.KEY: m for m in (b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling, b7_backends)}
+BENCHMARKS = {m.KEY: m for m in (b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling, b7_backends,
+                                  b8_search)}
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
 BUDGET_MINUTES = 20  # `make bench` on 2 CPU cores
 
@@ -44,7 +49,7 @@ def parse_only(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="protkit benchmarks B1-B7", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(description="protkit benchmarks B1-B8", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__)
     parser.add_argument("--only", type=parse_only, default=list(BENCHMARKS), metavar="B1,B3",
                         help="comma-separated benchmarks to run (default: all)")
@@ -53,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help="Markdown report (default: docs/benchmarks.md for a full run of "
                              "every benchmark; none with --quick or --only, which only print)")
+    parser.add_argument("--update", type=Path, default=None, metavar="REPORT",
+                        help="an existing report (docs/benchmarks.md): replace the sections and summary rows of "
+                             "the benchmarks run, keep the others (with --only; not with --quick or --out)")
     return parser
 
 
@@ -101,11 +109,57 @@ def document(results: list[Result], command: str, date: str, seconds: float, qui
     return "\n".join(lines)
 
 
+SECTION = re.compile(r"^## (B\d+) .*\((.+)\)$")  # "## B8 title (cpu)": benchmark and device
+
+
+def update_document(text: str, results: list[Result], command: str, date: str) -> str:
+    """A report (``document``) with the sections and summary rows of ``results`` put in place of
+    those of the same benchmark and device, or added; every other line is kept. The goal count is
+    recounted from the summary table, and a line names the re-run."""
+    order = list(BENCHMARKS)
+    lines = text.rstrip("\n").split("\n")
+    starts = [i for i, line in enumerate(lines) if SECTION.match(line)] + [len(lines)]
+    preamble = lines[:starts[0]]
+    sections = {SECTION.match(lines[a]).groups(): "\n".join(lines[a:b]).rstrip() + "\n" for a, b in zip(starts, starts[1:])}
+    for r in results:
+        sections[(r.key, r.device)] = r.markdown(command, date)
+    rerun = {r.key for r in results}
+    rows = [i for i, line in enumerate(preamble) if line.startswith("| B")]
+    if not rows:
+        raise ValueError("the report has no summary table (rows '| B1 | cpu | ...'); write a whole one with --out")
+    kept = [preamble[i] for i in rows if _cells(preamble[i])[0] not in rerun]
+    new = ["| " + " | ".join(row) + " |" for row in summary_table(results).rows]
+    summary = sorted(kept + new, key=lambda row: order.index(_cells(row)[0]))  # stable: devices and goals keep their order
+    preamble[rows[0]:rows[-1] + 1] = summary
+    verdicts = [_cells(row) for row in summary]
+    passed = sum(cells[-1] == "PASS" for cells in verdicts)
+    misses = [f"{cells[0]} {cells[2]}" for cells in verdicts if cells[-1] == "MISS"]
+    reruns = [f"- re-run alone: {key} on {date} (`{command}`)" for key in sorted(rerun, key=order.index)]
+    out = []
+    for line in preamble:
+        if line.startswith("- goals met:"):
+            out.append(f"- goals met: {passed} of {passed + len(misses)}" + (f"; missed: {'; '.join(misses)}" if misses else ""))
+            out += reruns
+        elif not any(line.startswith(f"- re-run alone: {key} ") for key in rerun):
+            out.append(line)
+    body = [sections[k] for k in sorted(sections, key=lambda k: order.index(k[0]) if k[0] in order else len(order))]
+    return "\n".join(out).rstrip() + "\n\n" + "\n".join(body)
+
+
+def _cells(row: str) -> list[str]:
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.update is not None and (args.quick or args.out is not None):
+        parser.error("--update replaces sections of a full-size report: it goes without --quick and --out")
+    if args.update is not None and not args.update.is_file():
+        parser.error(f"--update {args.update}: no such report; write a whole one first (without --only, or with --out)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     complete = not args.quick and args.only == list(BENCHMARKS)
-    out = args.out if args.out is not None else (DEFAULT_OUT if complete else None)
+    out = args.out if args.out is not None else (DEFAULT_OUT if complete and args.update is None else None)
     command = shell_command([os.path.relpath(__file__), *(sys.argv[1:] if argv is None else argv)])
     date, start = today(), time.perf_counter()
     results: list[Result] = []
@@ -121,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out is not None:
         write_text(out, document(results, command, date, seconds, args.quick))
         print(f"wrote {out}")
+    if args.update is not None:
+        write_text(args.update, update_document(args.update.read_text(), results, command, date))
+        print(f"updated {', '.join(args.only)} in {args.update}")
     failed = [f"{r.key} ({r.device}): {r.message}" for r in results if r.status == "failed"]
     print(f"total wall time {seconds / 60:.1f} min")
     for line in failed:

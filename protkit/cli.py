@@ -1,7 +1,8 @@
 """``protkit`` command line.
 
 - ``protkit embed --model MODEL --input X.fasta --output Y.parquet``: embed with a student or the teacher;
-- ``protkit export --model DIR --format prothash|onnx --output OUT``: a student in another format.
+- ``protkit export --model DIR --format prothash|onnx --output OUT``: a student in another format;
+- ``protkit index|search|dedup|cluster|hash``: search and group embedded proteins (:mod:`protkit.cli_search`).
 
 User errors (missing or malformed files, foreign model formats, bad options) print one
 ``protkit: error: ...`` line and exit with status 2, without a traceback and without an output file.
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Sequence
 
 import protkit
+from protkit import cli_search
 from protkit.alphabet import ALPHABET_POLICIES
+from protkit.cli_types import positive_int
 from protkit.embedder_loading import BACKENDS, CPU_MAX_TOKENS, CUDA_MAX_TOKENS
 from protkit.embedders import EMBED_POOLINGS, PRECISIONS
 
@@ -33,16 +36,6 @@ def _poolings(text: str) -> list[str]:
             f"choose one or more of {', '.join(EMBED_POOLINGS)} (comma-separated), got {text!r}"
         )
     return list(dict.fromkeys(names))
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _add_embed(commands: argparse._SubParsersAction) -> None:
@@ -63,10 +56,10 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
     embed.add_argument("--per-residue", metavar="FILE", default=None,
                        help="also write per-residue vectors (CLS/EOS removed) to this parquet file; read it with "
                        "protkit.residues.read_residues")
-    embed.add_argument("--max-tokens", type=_positive, default=None,
+    embed.add_argument("--max-tokens", type=positive_int, default=None,
                        help=f"padded tokens per batch (default: {CPU_MAX_TOKENS} on a CPU, {CUDA_MAX_TOKENS} on a GPU: "
                        "the fastest measured, README 'Backends')")
-    embed.add_argument("--max-length", type=_positive, default=None,
+    embed.add_argument("--max-length", type=positive_int, default=None,
                        help="tokens per sequence incl. CLS/EOS (default: the model's context length)")
     embed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     embed.add_argument("--backend", default="auto", choices=BACKENDS,
@@ -82,7 +75,7 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
     embed.add_argument("--alphabet", choices=ALPHABET_POLICIES, default="reject",
                        help="records with letters that are not amino acids: reject (skip, listed in the "
                        "metadata; default) or error")
-    embed.add_argument("--chunk-residues", type=_positive, default=None,
+    embed.add_argument("--chunk-residues", type=positive_int, default=None,
                        help="residues per resumable part (default 262144; 65536 with --per-residue)")
     embed.add_argument("--no-resume", action="store_true", help="discard an unfinished run of this output")
 
@@ -108,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_embed(commands)
     _add_export(commands)
+    cli_search.add_commands(commands)
     return parser
 
 
@@ -149,14 +143,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from protkit.models.prothash_format import ModelFormatError
     from protkit.onnx_export import OnnxExportError
     from protkit.onnx_runtime import OnnxModelError
+    from protkit.vectors import SearchError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs which CPU build it picked
     try:
-        _embed(args) if args.command == "embed" else _export(args)
+        if args.command == "embed":
+            _embed(args)
+        elif args.command == "export":
+            _export(args)
+        else:
+            cli_search.run(args)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
-            FastaError, EmbedError, ModelFormatError, OnnxExportError, OnnxModelError) as err:
+            FastaError, EmbedError, ModelFormatError, OnnxExportError, OnnxModelError, SearchError) as err:
         message = " ".join(str(err).split())  # one line, whatever the library wrote
         print(f"protkit: error: {message}", file=sys.stderr)
         return 2

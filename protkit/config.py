@@ -63,8 +63,21 @@ def _check_references(config: dict) -> None:
     for i, model in enumerate(config.get("embed", {}).get("models", [])):
         if variant_of(model) not in config["variants"]:
             problems.append(f"embed.models[{i}]: {model!r} names no variant ({', '.join(config['variants'])})")
+    problems += _search_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _search_problems(config: dict) -> list[str]:
+    search, embed = config.get("search", {}), config.get("embed", {})
+    problems = []
+    if search.get("pooling", "mean") not in embed.get("poolings", ["mean"]):
+        problems.append(f"search.pooling: {search['pooling']!r} is not in embed.poolings ({', '.join(embed['poolings'])})")
+    for name in set(search.get("queries", {})) & set(embed.get("inputs", {})):
+        problems.append(f"search.queries.{name}: the name is taken by embed.inputs.{name}; rename one")
+    if search.get("cluster_k") is not None and search.get("cluster_threshold") is not None:
+        problems.append("search: give at most one of cluster_k and cluster_threshold")
+    return problems
 
 
 def load(path: str | Path) -> dict:

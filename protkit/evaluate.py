@@ -7,16 +7,19 @@ to the teacher's vectors, fitted on the train split) and per pooling:
 - cosine between the model's teacher-space pooled vector and the teacher's: mean, median, p5,
   min, overall and by length bin;
 - ``recall@k``: the share of each held-out sequence's k nearest teacher-space neighbours (cosine,
-  among the held-out set) that are also among its k nearest in the model's space.
+  among the held-out set) that are also among its k nearest in the model's space
+  (:mod:`protkit.agreement`).
 
 Each student is compared with each baseline per sequence (``vs_baselines``): the mean of the
 paired cosine differences, its 95% bootstrap interval and the share of sequences the student wins.
 A student *beats* a baseline when that interval lies above zero (a win that is not sampling luck),
 and ``beats_baselines`` needs that against both.
 
-Also the int8-vs-fp32 cosine, and throughput (residues/s) of the teacher and both students,
-measured on the same sequences with the same token-budget batching. :func:`evaluate` works on
-in-memory inputs; :func:`evaluate_variant` is the file-level stage; :mod:`protkit.report` writes
+Also the int8-vs-fp32 cosine; neighbour agreement of the fp32 student's LSH codes at 64-1024 bits
+and of its vectors stored as fp32/fp16 (``lsh``, ``stored_recall``); the downstream probes
+(:mod:`protkit.probes`); and throughput (residues/s) of the teacher and both students, measured on
+the same sequences with the same token-budget batching. :func:`evaluate` works on in-memory
+inputs; :func:`evaluate_variant` is the file-level stage; :mod:`protkit.report` writes
 ``metrics.json``, ``report.md`` and the plots.
 """
 
@@ -32,26 +35,21 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from protkit.agreement import lsh_agreement, neighbour_recall, stored_recall
 from protkit.embedders import Forward, pooled_embeddings, student_forward, teacher_forward
+from protkit.eval_results import BASELINES, LENGTH_BINS, MODELS, PRECISIONS, Evaluation
+from protkit.lsh import BIT_CHOICES, CANDIDATE_FACTOR
 from protkit.models.esmc import ESMC
 from protkit.models.prothash import ProtHash, ProtHashConfig
-from protkit.report import summarize, write_report
+from protkit.probes import ProbeSpec, probe_specs, run_probes
 from protkit.tokenize import encode_one
 
 log = logging.getLogger(__name__)
 
-LENGTH_BINS: tuple[tuple[int, float, str], ...] = (
-    (0, 100, "<100"),
-    (100, 300, "100-300"),
-    (300, 600, "300-600"),
-    (600, 1000, "600-1000"),
-    (1000, math.inf, ">=1000"),
-)
 COMPOSITION_ALPHABET = "ACDEFGHIKLMNPQRSTVWY" + "XBZUO"
-MODELS = ("fp32", "int8", "untrained", "composition")
-BASELINES = ("untrained", "composition")
+LSH_SEED = 0
 
-__all__ = ["Split", "Evaluation", "evaluate", "evaluate_variant", "summarize", "untrained_student"]
+__all__ = ["Split", "Evaluation", "evaluate", "evaluate_variant", "untrained_student"]
 
 
 @dataclass
@@ -61,13 +59,6 @@ class Split:
     ids: list[str]
     sequences: list[str]
     teacher: dict[str, np.ndarray]
-
-
-@dataclass
-class Evaluation:
-    metrics: dict
-    cosines: dict[str, dict[str, np.ndarray]]  # model -> pooling -> (N,) per held-out sequence
-    lengths: np.ndarray  # (N,) residues
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -104,34 +95,6 @@ def paired_difference(model: np.ndarray, baseline: np.ndarray, n_boot: int = 200
     means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)  # (n_boot,)
     low, high = np.percentile(means, [2.5, 97.5])
     return {"mean": float(diff.mean()), "ci95": [float(low), float(high)], "win_fraction": float((diff > 0).mean())}
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def nearest_neighbours(vectors: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
-    """Indices of each row's ``k`` nearest other rows by cosine.  # (N, k), unordered"""
-    unit = _unit(vectors)
-    out = np.empty((len(unit), k), dtype=np.int64)
-    for start in range(0, len(unit), chunk):
-        sims = unit[start : start + chunk] @ unit.T  # (C, N)
-        rows = np.arange(sims.shape[0])
-        sims[rows, start + rows] = -np.inf  # not itself
-        out[start : start + chunk] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    return out
-
-
-def neighbour_recall(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> float | None:
-    """Mean share of each row's ``k`` nearest neighbours in ``reference`` space that are also among
-    its ``k`` nearest in ``candidate`` space (k is capped at N - 1; None if N < 2)."""
-    k = min(k, len(reference) - 1)
-    if k < 1:
-        return None
-    ref, cand = nearest_neighbours(reference, k), nearest_neighbours(candidate, k)
-    hits = [len(np.intersect1d(r, c, assume_unique=True)) for r, c in zip(ref, cand)]
-    return float(np.mean(hits) / k)
 
 
 # --- composition baseline ----------------------------------------------------------------------
@@ -219,13 +182,18 @@ def evaluate(
     ridge_alpha: float = 1.0,
     throughput_sequences: int = 64,
     k: int = 10,
+    probes: Sequence[ProbeSpec] = (),
+    lsh_bits: Sequence[int] = BIT_CHOICES,
 ) -> Evaluation:
     """All metrics of one variant (see the module docstring). ``max_length``: tokens incl.
-    CLS/EOS (default: the student's context length); use the teacher cache's."""
+    CLS/EOS (default: the student's context length); use the teacher cache's. ``probes`` run on
+    the teacher and both students with the same truncation."""
     device = torch.device(device)
     poolings = list(poolings)
     max_length = max_length or fp32.config.context_length
     dim = fp32.config.teacher_dim
+    if teacher.config.d_model != dim:
+        raise ValueError(f"the student maps to {dim}-d vectors, the teacher gives {teacher.config.d_model}-d")
     tokens = [encode_one(s, max_length) for s in test.sequences]
     lengths = np.array([len(s) for s in test.sequences])
 
@@ -250,20 +218,23 @@ def evaluate(
     }
     vs_baselines = {
         precision: {p: {b: paired_difference(cosines[precision][p], cosines[b][p]) for b in BASELINES} for p in poolings}
-        for precision in ("fp32", "int8")
+        for precision in PRECISIONS
     }
     beats = {
         precision: {p: all(gain["ci95"][0] > 0 for gain in gains.values()) for p, gains in per_pooling.items()}
         for precision, per_pooling in vs_baselines.items()
     }
-    subset = tokens[:throughput_sequences]
-    throughput = {
-        "teacher": measure_throughput(
-            teacher_forward(teacher.to(device).eval()), subset, teacher.config.d_model, max_tokens, device
-        ),
-        "fp32": measure_throughput(student_forward(fp32), subset, dim, max_tokens, device),
-        "int8": measure_throughput(student_forward(int8), subset, dim, max_tokens, device),
+    lsh = {
+        "k": k, "bits": list(lsh_bits), "seed": LSH_SEED, "candidate_factor": CANDIDATE_FACTOR,
+        "centre": "held-out fp32 student vectors (the searched set)",
+        "poolings": {p: lsh_agreement(test.teacher[p], vectors["fp32"][p], k, lsh_bits, LSH_SEED) for p in poolings},
     }
+    stored = {p: stored_recall(test.teacher[p], {m: vectors[m][p] for m in PRECISIONS}, k) for p in poolings}
+    forwards = {"teacher": teacher_forward(teacher.to(device).eval()), "fp32": student_forward(fp32),
+                "int8": student_forward(int8)}
+    probe_results = run_probes(probes, forwards, dim, max_length, max_tokens, device)
+    subset = tokens[:throughput_sequences]
+    throughput = {m: measure_throughput(forward, subset, dim, max_tokens, device) for m, forward in forwards.items()}
     metrics = {
         "n_test": len(test.ids),
         "n_train": len(train.ids),
@@ -278,6 +249,9 @@ def evaluate(
         "int8_vs_fp32": {p: describe(cosine_rows(vectors["int8"][p], vectors["fp32"][p])) for p in poolings},
         "vs_baselines": vs_baselines,
         "beats_baselines": beats,
+        "lsh": lsh,
+        "stored_recall": stored,
+        "probes": probe_results,
         "throughput": throughput,
     }
     return Evaluation(metrics, cosines, lengths)
@@ -321,7 +295,6 @@ def evaluate_variant(
     model_dir: str | Path,
     int8_dir: str | Path,
     teacher_weights: str,
-    out_dir: str | Path,
     poolings: Sequence[str] = ("cls", "mean"),
     max_tokens: int = 16384,
     device: str = "auto",
@@ -334,14 +307,17 @@ def evaluate_variant(
     teacher_random: dict | None = None,
     teacher_dtype: str = "fp32",
     sample_seed: int = 0,
-) -> dict:
-    """Evaluate ``model_dir`` (fp32) and ``int8_dir`` against the teacher cache; write
-    ``metrics.json``, ``report.md`` and the plots into ``out_dir``. Returns the metrics."""
+    probes: dict | None = None,
+) -> Evaluation:
+    """Evaluate ``model_dir`` (fp32) and ``int8_dir`` against the teacher cache and on the
+    ``probes`` (the configuration's ``probes`` section); :func:`protkit.report.write_report`
+    writes the result."""
     from protkit.cache import teacher_from_config
     from protkit.device import resolve_device
     from protkit.quantize import load_quantized, read_quantization_info
 
     model_dir, int8_dir = Path(model_dir), Path(int8_dir)
+    specs = probe_specs(probes)
     test, train, manifest = _splits(sequences_parquet, cache_dir, poolings, max_sequences, sample_seed)
     fp32 = ProtHash.from_pretrained(model_dir)
     int8 = load_quantized(int8_dir)
@@ -353,7 +329,7 @@ def evaluate_variant(
     result = evaluate(
         test, train, fp32, int8, untrained_student(fp32.config, untrained_seed), teacher,
         poolings=poolings, max_tokens=max_tokens, max_length=max_length, device=torch_device,
-        ridge_alpha=ridge_alpha, throughput_sequences=throughput_sequences,
+        ridge_alpha=ridge_alpha, throughput_sequences=throughput_sequences, probes=specs,
     )
     fp32_bytes = (model_dir / "model.safetensors").stat().st_size
     int8_bytes = (int8_dir / read_quantization_info(int8_dir)["weights"]).stat().st_size
@@ -367,5 +343,4 @@ def evaluate_variant(
         "untrained_seed": untrained_seed,
         "sizes": {"fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "int8_ratio": int8_bytes / fp32_bytes},
     })
-    write_report(result, out_dir)
-    return result.metrics
+    return result

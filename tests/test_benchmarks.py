@@ -1,5 +1,5 @@
 """Benchmark harness (benchmarks/): interleaved timing, sampling, goal verdicts, failure reporting,
-and a --quick smoke run of B1-B7 through run_all.py on the real protein data."""
+and a --quick smoke run of B1-B8 through run_all.py on the real protein data."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root holds benchmarks/
 
-from benchmarks import b6_scaling, common, run_all
+from benchmarks import b6_scaling, b8_search, common, planted, run_all
 from benchmarks.common import Goal, Result, Table
 
 CPU = torch.device("cpu")
@@ -115,3 +116,73 @@ def test_partial_runs_leave_the_report_alone(tmp_path: Path, monkeypatch: pytest
     assert run_all.main(["--data", str(tmp_path)]) == 0  # every benchmark: the report is written
     text = report.read_text()
     assert text.count("SKIPPED: real protein data absent") == len(run_all.BENCHMARKS)
+
+
+# --- B8: planted near-duplicates, tool outputs, and --update ------------------------------------
+def _random_proteins(n: int, seed: int = 1) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(seed)
+    return [(f"P{i}", "".join(rng.choice(list(planted.AMINO_ACIDS), int(rng.integers(100, 400))))) for i in range(n)]
+
+
+def test_planted_copies_sit_at_their_level_and_are_seeded() -> None:
+    proteins = _random_proteins(40)
+    copies = planted.plant_copies(proteins, per_level=5, seed=3)
+    assert copies == planted.plant_copies(proteins, per_level=5, seed=3)
+    assert copies != planted.plant_copies(proteins, per_level=5, seed=4)
+    assert len(copies) == 20 and len({c.source_id for c in copies}) == 20 and len({c.id for c in copies}) == 20
+    assert all(" " not in c.id and c.id.startswith(f"{c.source_id}|planted") for c in copies)
+    assert all(abs(c.identity - c.level) <= 0.015 for c in copies)
+    assert {c.level for c in copies} == set(planted.LEVELS)
+    source = dict(proteins)
+    for copy in planted.plant_copies(proteins, per_level=3, indel_share=0.0):  # substitutions only: count them
+        original = source[copy.source_id]
+        assert len(copy.sequence) == len(original)
+        assert sum(a == b for a, b in zip(copy.sequence, original)) / len(original) == copy.identity
+    with pytest.raises(ValueError, match="distinct sources"):
+        planted.plant_copies(proteins, per_level=11)
+
+
+def test_b8_reads_each_tools_output_and_scores_planted_pairs(tmp_path: Path) -> None:
+    copies = [planted.Planted("A|planted98|0", "A", 0.98, 0.98, "M"), planted.Planted("B|planted80|0", "B", 0.80, 0.8, "M")]
+    m8 = tmp_path / "hits.m8"
+    m8.write_text("A|planted98|0\tA|planted98|0\t1.0\nA|planted98|0\tC\t0.9\nA|planted98|0\tA\t0.98\nB\tC\t0.5\n")
+    hits = b8_search.m8_hits(m8)
+    assert hits == {"A|planted98|0": ["C", "A"], "B": ["C"]}
+    found = b8_search.score(b8_search.Report(hits=hits), copies)
+    assert found.recall == {0.98: (0.0, 1.0), 0.8: (0.0, 0.0)} and found.other_pairs == 2  # {copy, C}, {B, C}
+    assert b8_search.ranked_hits([{"query_id": "q", "hit_id": "b", "rank": 2}, {"query_id": "q", "hit_id": "a", "rank": 1},
+                                  {"query_id": "q", "hit_id": "q", "rank": 3}]) == {"q": ["a", "b"]}
+    tsv = tmp_path / "c_cluster.tsv"
+    tsv.write_text("A\tA\nA\tA|planted98|0\nA\tC\nB\tB\nB|planted80|0\tB|planted80|0\n")
+    groups = b8_search.score(b8_search.Report(groups=b8_search.tsv_groups(tsv)), copies)
+    assert groups.recall == {0.98: (1.0,), 0.8: (0.0,)} and groups.other_pairs == 2 and groups.detail == "3 clusters"
+    clstr = tmp_path / "cd.clstr"
+    clstr.write_text(">Cluster 0\n0\t231aa, >A|planted98|0... at 96.97%\n1\t330aa, >A... *\n"
+                     ">Cluster 1\n0\t99aa, >B|planted80|0... *\n1\t90aa, >B... at 80.10%\n")
+    assert b8_search.clstr_groups(clstr) == {"A|planted98|0": "Cluster 0", "A": "Cluster 0",
+                                             "B|planted80|0": "Cluster 1", "B": "Cluster 1"}
+
+
+def _result(key: str, measured: float, note: str) -> Result:
+    return Result(key, f"demo {key}", tables=[Table(f"{key} table", ["x"], [[note]])],
+                  goals=[Goal(f"{key} goal", 1.0, measured)], machine="test machine")
+
+
+def test_update_replaces_one_benchmark_and_keeps_the_rest() -> None:
+    old = [_result("B1", 2.0, "b1 old"), _result("B7", 0.5, "b7 old"), _result("B8", 0.5, "b8 old")]
+    text = run_all.document(old, "full command", "day 1", 60.0, quick=False)
+    assert "goals met: 1 of 3" in text
+    updated = run_all.update_document(text, [_result("B8", 3.0, "b8 new")], "only B8", "day 2")
+    assert "b8 new" in updated and "b8 old" not in updated and "b1 old" in updated and "b7 old" in updated
+    assert "goals met: 2 of 3; missed: B7 B7 goal" in updated and "- re-run alone: B8 on day 2 (`only B8`)" in updated
+    assert re.findall(r"^\| (B\d) \| cpu \| B\d goal \| >= 1x \| ([\d.]+x) \| (\w+) \|$", updated, re.M) == [
+        ("B1", "2.00x", "PASS"), ("B7", "0.50x", "MISS"), ("B8", "3.00x", "PASS")]
+    assert updated.index("## B1") < updated.index("## B7") < updated.index("## B8 demo B8 (cpu)")
+    assert "- command: `full command`" in updated  # the rest of the preamble is kept
+    again = run_all.update_document(updated, [_result("B8", 3.0, "b8 new")], "only B8", "day 2")
+    assert again == updated  # idempotent: one re-run line, one section
+    without_b8 = run_all.document(old[:2], "full command", "day 1", 60.0, quick=False)
+    added = run_all.update_document(without_b8, [_result("B8", 3.0, "b8 new")], "only B8", "day 2")
+    assert added.endswith(_result("B8", 3.0, "b8 new").markdown("only B8", "day 2"))
+    with pytest.raises(SystemExit):
+        run_all.main(["--only", "B8", "--quick", "--update", "docs/benchmarks.md"])

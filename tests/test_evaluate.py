@@ -1,5 +1,6 @@
-"""protkit.evaluate / protkit.report: metrics, baselines, neighbour recall, throughput, report files,
-summary across variants, and the file-level stage on a real teacher cache."""
+"""protkit.evaluate / protkit.report / protkit.agreement: metrics, baselines, neighbour recall and
+LSH agreement, probes inside the evaluation, throughput, report files, summary across variants,
+and the file-level stage on a real teacher cache."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from protkit.agreement import lsh_agreement, neighbour_recall, stored_recall
 from protkit.embedders import pooled_embeddings, teacher_forward
+from protkit.eval_results import LENGTH_BINS
 from protkit.evaluate import (
-    LENGTH_BINS,
     Split,
     by_length,
     composition_features,
@@ -25,7 +27,6 @@ from protkit.evaluate import (
     evaluate,
     evaluate_variant,
     fit_ridge,
-    neighbour_recall,
     paired_difference,
     untrained_student,
 )
@@ -33,6 +34,7 @@ from protkit.fasta import read_fasta
 from protkit.models.esmc import ESMCConfig
 from protkit.models.esmc_weights import random_esmc, save_weights
 from protkit.models.prothash import ProtHash, ProtHashConfig
+from protkit.probes import probe_specs
 from protkit.quantize import quantize_model, quantize_pretrained
 from protkit.report import summarize, write_report
 from protkit.tokenize import encode_batch, encode_one
@@ -94,6 +96,27 @@ def test_neighbour_recall():
     assert neighbour_recall(ref[:1], ref[:1]) is None
 
 
+def test_lsh_agreement_grows_with_bits():
+    rng = np.random.default_rng(3)
+    teacher = rng.normal(size=(300, 32))
+    student = teacher @ rng.normal(size=(32, 48)) + 0.3 * rng.normal(size=(300, 48))  # a noisy linear map
+    rows = lsh_agreement(teacher, student, k=10, bits=(64, 256, 1024))
+    assert [(r["bits"], r["bytes"]) for r in rows] == [(64, 8), (256, 32), (1024, 128)]
+    own = [r["student_recall_hamming"] for r in rows]
+    assert own[0] < own[1] < own[2] and own[2] > 0.6
+    assert all(r["student_recall_reranked"] >= r["student_recall_hamming"] for r in rows)
+    assert rows[-1]["student_recall_reranked"] > 0.95
+    assert rows[0]["teacher_recall"] < rows[-1]["teacher_recall"] <= neighbour_recall(teacher, student) + 0.05
+    # codes of the teacher's own vectors find the teacher's neighbours as they find their own
+    same = lsh_agreement(teacher, teacher, k=10, bits=(128,))[0]
+    assert same["teacher_recall"] == same["student_recall_hamming"]
+    assert lsh_agreement(teacher[:1], teacher[:1]) == []
+    stored = stored_recall(teacher, {"fp32": student}, k=10)
+    assert [(r["dtype"], r["bytes"]) for r in stored] == [("fp32", 48 * 4), ("fp16", 48 * 2)]
+    assert stored[0]["teacher_recall"] == neighbour_recall(teacher, student)
+    assert abs(stored[1]["teacher_recall"] - stored[0]["teacher_recall"]) < 0.02
+
+
 def test_untrained_student_is_the_distillation_initial_model():
     torch.manual_seed(7)
     want = ProtHash(TINY)
@@ -130,12 +153,26 @@ def splits(proteome, teacher) -> tuple[Split, Split]:
 
 
 @pytest.fixture(scope="module")
-def evaluation(splits, teacher):
+def probe_config(proteome, tmp_path_factory) -> dict:
+    """A labelled table of the proteome (label: more or less than 10% hydrophobic I/L/V/F) and an
+    optional probe whose file is absent."""
+    path = tmp_path_factory.mktemp("probes") / "hydrophobic.tsv"
+    share = [sum(s.count(a) for a in "ILVF") / len(s) for _, s in proteome]
+    cut = float(np.median(share))
+    pd.DataFrame({"id": [i for i, _ in proteome], "sequence": [s for _, s in proteome],
+                  "label": ["high" if x > cut else "low" for x in share]}).to_csv(path, sep="\t", index=False)
+    return {"hydrophobic": {"path": str(path), "test_fraction": 0.3},
+            "absent": {"path": str(path.parent / "absent.fasta"), "label_regex": "(x)", "optional": True}}
+
+
+@pytest.fixture(scope="module")
+def evaluation(splits, teacher, probe_config):
     test, train = splits
     torch.manual_seed(1)
     student = ProtHash(TINY).eval()
     return evaluate(test, train, student, quantize_model(student), untrained_student(TINY, 0), teacher,
-                    poolings=("cls", "mean"), max_tokens=4096, max_length=MAX_LENGTH, throughput_sequences=16, k=5)
+                    poolings=("cls", "mean"), max_tokens=4096, max_length=MAX_LENGTH, throughput_sequences=16, k=5,
+                    probes=probe_specs(probe_config))
 
 
 def test_evaluate_metrics(evaluation, splits):
@@ -169,6 +206,22 @@ def test_evaluate_metrics(evaluation, splits):
                 assert gain["win_fraction"] == pytest.approx(float((diff > 0).mean()))
                 assert gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
             assert m["beats_baselines"][precision][p] == all(g["ci95"][0] > 0 for g in gains.values())
+    lsh = m["lsh"]
+    assert (lsh["k"], lsh["bits"], lsh["candidate_factor"]) == (5, [64, 128, 256, 512, 1024], 10)
+    for p in ("cls", "mean"):
+        rows = lsh["poolings"][p]
+        assert [r["bits"] for r in rows] == lsh["bits"] and [r["bytes"] for r in rows] == [8, 16, 32, 64, 128]
+        assert all(0 <= r[key] <= 1 for r in rows for key in ("teacher_recall", "student_recall_hamming",
+                                                               "student_recall_reranked"))
+        assert rows[-1]["student_recall_hamming"] >= rows[0]["student_recall_hamming"]  # more bits, nearer the floats
+        assert rows[-1]["student_recall_reranked"] >= rows[-1]["student_recall_hamming"]
+        stored = {(r["model"], r["dtype"]): r for r in m["stored_recall"][p]}
+        assert stored["fp32", "fp32"]["teacher_recall"] == m["models"]["fp32"][p]["recall@5"]
+        assert stored["int8", "fp16"]["bytes"] == TINY.teacher_dim * 2
+    probe = m["probes"]["hydrophobic"]
+    assert probe["status"] == "ok" and probe["n_train"] + probe["n_test"] == 120 and probe["truncated"] > 0
+    assert set(probe["models"]) == {"teacher", "fp32", "int8", "random"}
+    assert m["probes"]["absent"]["status"] == "skipped"
     runs = m["throughput"]
     assert set(runs) == {"teacher", "fp32", "int8"}
     assert len({(r["sequences"], r["residues"]) for r in runs.values()}) == 1  # same sequences for all
@@ -197,8 +250,9 @@ def test_composition_baseline_is_the_ridge_fit(evaluation, splits):
 def test_report_files(evaluation, tmp_path):
     write_report(evaluation, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "cosine_histogram.png", "cosine_vs_length.png", "metrics.json", "report.md", "throughput.png"]
-    for name in ("cosine_histogram.png", "cosine_vs_length.png", "throughput.png"):
+        "cosine_histogram.png", "cosine_vs_length.png", "metrics.json", "recall_vs_bits.png", "report.md",
+        "throughput.png"]
+    for name in ("cosine_histogram.png", "cosine_vs_length.png", "throughput.png", "recall_vs_bits.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(evaluation.metrics))
     text = (tmp_path / "report.md").read_text()
@@ -207,7 +261,17 @@ def test_report_files(evaluation, tmp_path):
         assert f"**The fp32 student {'beats' if beats else 'does NOT beat'} both baselines**" in text
     fp32_mean = evaluation.metrics["models"]["fp32"]["cls"]["cosine"]["mean"]
     assert f"| fp32 | {fp32_mean:.4f} |" in text
-    assert "](throughput.png)" in text
+    assert "](throughput.png)" in text and "](recall_vs_bits.png)" in text
+    # the LSH table, and the probe table with the teacher and the random control
+    lsh = evaluation.metrics["lsh"]["poolings"]["mean"][2]
+    assert f"| 256 | 32 | {lsh['teacher_recall']:.3f} | {lsh['student_recall_hamming']:.3f} |" in text
+    probe = evaluation.metrics["probes"]["hydrophobic"]["models"]
+    assert "### hydrophobic" in text
+    assert "| model | MCC | macro F1 | accuracy | 1-NN accuracy | normalised MCC |" in text
+    assert f"| teacher | {probe['teacher']['mcc']:.3f}" in text
+    assert f"| random control | {probe['random']['mcc']:.3f}" in text
+    assert f"| {probe['fp32']['normalised_mcc']:.3f} |" in text
+    assert "### absent\n\n*Skipped: " in text and "optional probe skipped" in text
 
 
 def test_summarize(evaluation, tmp_path):
@@ -223,6 +287,11 @@ def test_summarize(evaluation, tmp_path):
     row = read[(read.variant == "large") & (read.precision == "int8") & (read.pooling == "mean")].iloc[0]
     assert row.cosine_mean == pytest.approx(evaluation.metrics["models"]["int8"]["mean"]["cosine"]["mean"], rel=1e-5)
     assert row.size_bytes == 30
+    gain = evaluation.metrics["vs_baselines"]["int8"]["mean"]["untrained"]
+    assert (row.gain_vs_untrained_ci_low, row.gain_vs_untrained_ci_high) == pytest.approx(gain["ci95"], rel=1e-5)
+    assert list(read.columns)[-1] == "probe_hydrophobic"  # an absent (skipped) probe has no column
+    want = evaluation.metrics["probes"]["hydrophobic"]["models"]["int8"]["normalised_mcc"]
+    assert row.probe_hydrophobic == pytest.approx(want, rel=1e-5)
     assert (tmp_path / "summary.png").read_bytes()[:8] == PNG
 
 
@@ -246,11 +315,13 @@ def test_evaluate_variant_files(proteome, teacher, tmp_path):
     ProtHash(TINY).save_pretrained(tmp_path / "model")
     quantize_pretrained(tmp_path / "model", tmp_path / "model" / "int8")
 
-    metrics = evaluate_variant(
+    result = evaluate_variant(
         tmp_path / "sequences.parquet", tmp_path / "cache", tmp_path / "model", tmp_path / "model" / "int8",
-        str(tmp_path / "teacher.safetensors"), tmp_path / "eval", poolings=["mean"], max_tokens=4096,
+        str(tmp_path / "teacher.safetensors"), poolings=["mean"], max_tokens=4096,
         device="cpu", untrained_seed=0, variant="tiny", max_sequences=15, throughput_sequences=8,
     )
+    write_report(result, tmp_path / "eval")
+    metrics = result.metrics
     assert (metrics["variant"], metrics["n_test"], metrics["n_train"]) == ("tiny", 15, 40)
     assert metrics["max_length"] == MAX_LENGTH
     assert metrics["sizes"]["int8_bytes"] == (tmp_path / "model" / "int8" / "model.pt").stat().st_size
@@ -260,5 +331,5 @@ def test_evaluate_variant_files(proteome, teacher, tmp_path):
     assert (tmp_path / "eval" / "report.md").exists() and (tmp_path / "eval" / "throughput.png").exists()
     with pytest.raises(ValueError, match="evaluate.poolings: tokens not in the teacher cache"):
         evaluate_variant(tmp_path / "sequences.parquet", tmp_path / "cache", tmp_path / "model",
-                         tmp_path / "model" / "int8", str(tmp_path / "teacher.safetensors"), tmp_path / "eval2",
+                         tmp_path / "model" / "int8", str(tmp_path / "teacher.safetensors"),
                          poolings=["tokens"], device="cpu")

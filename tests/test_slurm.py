@@ -37,8 +37,8 @@ from pipeline_fixtures import (
 SLURM_DIR = REPO.parent / "shared" / "slurm"
 PROFILE = Path(__file__).resolve().parent / "slurm_profile"
 GPU_RULES = {"teacher_cache", "distill", "evaluate", "embed_shard"}
-CPU_RULES = {"filter_split", "quantize"}
-LOCAL_RULES = {"all", "random_teacher", "eval_summary", "embed_gather"}
+CPU_RULES = {"filter_split", "quantize", "search_index", "dedup", "cluster"}
+LOCAL_RULES = {"all", "random_teacher", "eval_summary", "embed_gather", "search_summary"}
 EMBEDDING = "results/embeddings/v0/PKSI.parquet"
 SETUP_SECONDS = 300
 RUN_SECONDS = 480
@@ -144,6 +144,7 @@ def slurm_config() -> dict:
     config = tiny_config(n_variants=1, shards=2)
     config["device"] = "auto"
     config["embed"]["models"] = ["v0"]
+    config["search"]["queries"] = {}  # the search stage without query embeddings: fewer jobs to wait for
     config["resources"] = {"gpu": 1, "gpu_model": None, "cpus_per_gpu_job": 1, "mem_mb_base": 1000,
                            "runtime_base": 10}
     return config

@@ -8,6 +8,7 @@ either plan with ``-n`` or change only embedding outputs that they put back.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -166,22 +167,48 @@ def test_outputs(pipeline: Pipeline) -> None:
             table = pd.read_parquet(pipeline.embedding(model, name))
             assert table["id"].tolist() == ids
             assert set(embed["poolings"]) <= set(table.columns)
+            _check_search_outputs(pipeline, model, name, ids)
+
+
+def _check_search_outputs(pipeline: Pipeline, model: str, name: str, ids: list[str]) -> None:
+    directory = pipeline.results / "search" / model / name
+    assert json.loads((directory / "index" / "index.json").read_text())["n"] == len(ids)
+    for query, spec in pipeline.config["search"]["queries"].items():
+        hits = pd.read_parquet(directory / f"hits-{query}.parquet")
+        query_ids = [record.id for record in read_fasta(resolve_data_path(spec))]
+        assert list(hits.columns) == ["query_id", "hit_id", "rank", "score"]
+        assert list(dict.fromkeys(hits["query_id"])) == query_ids
+        assert set(hits["hit_id"]) <= set(ids) and hits["rank"].max() <= pipeline.config["search"]["k"]
+    assert pd.read_parquet(directory / "dedup.parquet")["id"].tolist() == ids
+    assert pd.read_parquet(directory / "clusters.parquet")["id"].tolist() == ids
+    summary = pd.read_csv(pipeline.results / "search" / "summary.tsv", sep="\t", keep_default_na=False)
+    row = summary[(summary["model"] == model) & (summary["name"] == name) & (summary["query"] == "")]
+    assert row["proteins"].astype(int).tolist() == [len(ids)]
 
 
 def test_noop_rerun_plans_nothing(pipeline: Pipeline) -> None:
     assert planned_jobs(snakemake(pipeline.workdir, pipeline.configfile, "-n")) == {}
 
 
+def _search_jobs(n_models: int, n_inputs: int = 1, n_queries: int = 1) -> dict[str, int]:
+    """Jobs of the search stage for ``n_models`` models, each on ``n_inputs`` embedded files."""
+    pairs = n_models * n_inputs
+    return {"search_index": pairs, "search_queries": pairs * n_queries, "dedup": pairs, "cluster": pairs,
+            "search_summary": 1}
+
+
 def test_forcerun_distill_reruns_students_not_teacher(pipeline: Pipeline) -> None:
     result = snakemake(pipeline.workdir, pipeline.configfile, "-n", "--forcerun", "distill")
-    assert _jobs(result) == {"distill": 2, "quantize": 2, "evaluate": 2, "eval_summary": 1, "embed_shard": 4,
-                             "embed_gather": 2}
+    # v0 and v0-int8 embed PKSI and the LuxC queries (2 shards each), then the search stage re-runs.
+    assert _jobs(result) == {"distill": 2, "quantize": 2, "evaluate": 2, "eval_summary": 1, "embed_shard": 8,
+                             "embed_gather": 4, **_search_jobs(2)}
     assert _wildcards(result, "distill", "variant") == ["v0", "v1"]
 
 
 @pytest.mark.parametrize(
     ("variant", "embeds"),
-    [("v1", {}), ("v0", {"embed_shard": 4, "embed_gather": 2})],  # only v0 (fp32 and int8) is embedded
+    # only v0 (fp32 and int8) embeds PKSI and the LuxC queries, and searches
+    [("v1", {}), ("v0", {"embed_shard": 8, "embed_gather": 4, **_search_jobs(2)})],
 )
 def test_changed_lr_retrains_only_that_variant(pipeline: Pipeline, variant: str, embeds: dict) -> None:
     def change(config: dict) -> None:
@@ -193,18 +220,20 @@ def test_changed_lr_retrains_only_that_variant(pipeline: Pipeline, variant: str,
     for rule in ("distill", "quantize", "evaluate"):
         assert _wildcards(result, rule, "variant") == [variant]
     if embeds:
-        assert _wildcards(result, "embed_gather", "model") == [variant, f"{variant}-int8"]
+        assert set(_wildcards(result, "embed_gather", "model")) == {variant, f"{variant}-int8"}
 
 
 def test_new_embed_input_runs_only_its_jobs(pipeline: Pipeline) -> None:
     def change(config: dict) -> None:
-        config["embed"]["inputs"]["LuxC"] = "pyhmmer:tests/data/seqs/LuxC.faa"
+        config["embed"]["inputs"]["bmy"] = "pyhmmer:tests/data/seqs/PKSI.faa"
 
-    configfile = _derived_config(pipeline.workdir, pipeline.config, "luxc.yaml", change)
+    configfile = _derived_config(pipeline.workdir, pipeline.config, "bmy.yaml", change)
     result = snakemake(pipeline.workdir, configfile, "-n")
     models, shards = pipeline.config["embed"]["models"], pipeline.config["embed"]["shards"]
-    assert _jobs(result) == {"embed_shard": len(models) * shards, "embed_gather": len(models)}
-    assert set(_wildcards(result, "embed_shard", "name")) == {"LuxC"}
+    assert _jobs(result) == {"embed_shard": len(models) * shards, "embed_gather": len(models),
+                             **_search_jobs(len(models))}
+    assert set(_wildcards(result, "embed_shard", "name")) == {"bmy"}
+    assert set(_wildcards(result, "search_index", "name")) == {"bmy"}
     assert _wildcards(result, "embed_gather", "model") == sorted(models)
 
 
@@ -219,8 +248,8 @@ def test_embedding_crash_redoes_only_missing_shard(pipeline: Pipeline) -> None:
     lost_gather.unlink()
 
     result = snakemake(pipeline.workdir, pipeline.configfile, "--cores", "2")
-    assert _jobs(result) == {"embed_shard": 1, "embed_gather": 1}
-    assert [(j["rule"], j["wildcards"]) for j in planned_job_details(result) if j["rule"] != "all"] == [
+    assert _jobs(result) == {"embed_shard": 1, "embed_gather": 1, **_search_jobs(1)}  # and v0's PKSI search
+    assert [(j["rule"], j["wildcards"]) for j in planned_job_details(result) if j["rule"].startswith("embed")] == [
         ("embed_shard", {"model": "v0", "name": name, "shard": "1", "nshards": str(count)}),
         ("embed_gather", {"model": "v0", "name": name}),
     ]

@@ -13,6 +13,7 @@ except pkcfg.ConfigError as err:
 DATASET = config["dataset"]
 VARIANTS = list(config["variants"])
 EMBED = config["embed"]
+SEARCH = config["search"]
 RES = config["resources"]
 
 SEQUENCES = f"results/data/{DATASET}/sequences.parquet"
@@ -28,6 +29,12 @@ EVAL_DIR = "results/eval/{variant}"
 EVAL_SUMMARY = "results/eval/summary.tsv"
 EMBED_SHARD = "results/embeddings/{model}/{name}/shard-{shard}-of-{nshards}.parquet"
 EMBED_OUT = "results/embeddings/{model}/{name}.parquet"
+SEARCH_DIR = "results/search/{model}/{name}"
+SEARCH_INDEX = SEARCH_DIR + "/index"
+SEARCH_HITS = SEARCH_DIR + "/hits-{query}.parquet"
+SEARCH_DEDUP = SEARCH_DIR + "/dedup.parquet"
+SEARCH_CLUSTERS = SEARCH_DIR + "/clusters.parquet"
+SEARCH_SUMMARY = "results/search/summary.tsv"
 
 
 wildcard_constraints:
@@ -36,6 +43,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_.-]+",
     model="[A-Za-z0-9_.-]+",
     name="[A-Za-z0-9_.-]+",
+    query="[A-Za-z0-9_.-]+",
     shard=r"\d+",
     nshards=r"\d+",
 
@@ -51,6 +59,8 @@ localrules:
     random_teacher,
     eval_summary,
     embed_gather,
+    search_summary,
+    search,
 
 
 # --- look-ups ---------------------------------------------------------------------------------
@@ -114,7 +124,9 @@ def filter_inputs(wildcards):
 
 
 def embed_input_fasta(wildcards):
-    return str(pkcfg.resolve_data_path(EMBED["inputs"][wildcards.name]))
+    """A file of embed.inputs, or of search.queries (embedded the same way)."""
+    files = {**SEARCH["queries"], **EMBED["inputs"]}
+    return str(pkcfg.resolve_data_path(files[wildcards.name]))
 
 
 def embed_model_inputs(wildcards):
@@ -142,6 +154,32 @@ def embedding_targets():
     return expand(EMBED_OUT, model=EMBED["models"], name=list(EMBED["inputs"]))
 
 
+def search_min_score_args():
+    return [] if SEARCH["min_score"] is None else ["--min-score", str(SEARCH["min_score"])]
+
+
+def cluster_args():
+    if SEARCH["cluster_k"] is not None:
+        return ["--k", str(SEARCH["cluster_k"])]
+    return ["--threshold", str(SEARCH["cluster_threshold"])]
+
+
+def search_outputs():
+    """Index, hits, dedup and clusters of every embedded input, per embed.models model."""
+    pairs = [(m, n) for m in EMBED["models"] for n in EMBED["inputs"]]
+    files = [SEARCH_INDEX.format(model=m, name=n) for m, n in pairs]
+    files += [SEARCH_HITS.format(model=m, name=n, query=q) for m, n in pairs for q in SEARCH["queries"]]
+    if SEARCH["dedup_threshold"] is not None:
+        files += [SEARCH_DEDUP.format(model=m, name=n) for m, n in pairs]
+    if SEARCH["cluster_k"] is not None or SEARCH["cluster_threshold"] is not None:
+        files += [SEARCH_CLUSTERS.format(model=m, name=n) for m, n in pairs]
+    return files
+
+
+def search_targets():
+    return [SEARCH_SUMMARY] if EMBED["models"] and EMBED["inputs"] else []
+
+
 def all_targets():
     return [
         SEQUENCES,
@@ -150,6 +188,7 @@ def all_targets():
         *expand(INT8_MARKER, variant=VARIANTS),
         EVAL_SUMMARY,
         *embedding_targets(),
+        *search_targets(),
     ]
 
 

@@ -1,5 +1,18 @@
 # Stage 5: evaluation on the held-out split: cosine to the teacher (fp32 and int8), baselines,
-# neighbour agreement, throughput; per-variant report and a summary across variants.
+# neighbour agreement (exact and LSH codes), probes, throughput; per-variant report and a summary
+# across variants.
+from protkit.probes import ProbeError, probe_specs
+
+try:
+    PROBES = probe_specs(config["probes"])  # checked before any job runs: errors name the key
+except ProbeError as err:
+    raise WorkflowError(str(err))
+
+
+def probe_inputs(wildcards):
+    """Probe files are inputs when present; an absent optional probe is skipped (noted in the report),
+    an absent required one is left to snakemake to report as a missing input."""
+    return list(dict.fromkeys(str(spec.path) for spec in PROBES if spec.path.exists() or not spec.optional))
 
 
 rule evaluate:
@@ -8,6 +21,7 @@ rule evaluate:
         cache=variant_cache,
         weights=MODEL_WEIGHTS,
         int8=INT8_MARKER,
+        probes=probe_inputs,
     output:
         metrics=EVAL_DIR + "/metrics.json",
         report=EVAL_DIR + "/report.md",
@@ -29,10 +43,17 @@ rule evaluate:
             category="Per variant",
             subcategory="{variant}",
         ),
+        recall=report(
+            EVAL_DIR + "/recall_vs_bits.png",
+            caption="../report/recall_vs_bits.rst",
+            category="Per variant",
+            subcategory="{variant}",
+        ),
     params:
         teacher_weights=variant_teacher_weights,
         teacher=variant_teacher_config,
         settings=config["evaluate"],
+        probes=config["probes"],
         variant=variant_config,
         device=config["device"],
     threads: RES["cpus_per_gpu_job"]

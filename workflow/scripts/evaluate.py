@@ -1,18 +1,19 @@
-"""Rule evaluate: held-out cosine to the teacher (fp32, int8, baselines), recall, throughput, report."""
+"""Rule evaluate: held-out cosine to the teacher (fp32, int8, baselines), neighbour recall and LSH
+agreement, probes, throughput; then metrics.json, report.md and the plots."""
 from pathlib import Path
 
 from protkit.evaluate import evaluate_variant
 from protkit.logs import start_job
+from protkit.report import write_report
 
 start_job(snakemake.log[0], snakemake.threads)
 settings, teacher = snakemake.params.settings, snakemake.params.teacher
-evaluate_variant(
+result = evaluate_variant(
     snakemake.input.sequences,
     Path(snakemake.input.cache).parent,
     Path(snakemake.input.weights).parent,
     Path(snakemake.input.int8).parent,
     snakemake.params.teacher_weights,
-    Path(snakemake.output.metrics).parent,
     poolings=settings["poolings"],
     max_tokens=settings["max_tokens"],
     device=snakemake.params.device,
@@ -22,4 +23,6 @@ evaluate_variant(
     throughput_sequences=settings["throughput_sequences"],
     teacher_random=teacher.get("random"),
     teacher_dtype=teacher["precision"],
+    probes=snakemake.params.probes,
 )
+write_report(result, Path(snakemake.output.metrics).parent)

@@ -1,0 +1,35 @@
+"""Argument types of the ``protkit`` command line: each refuses a bad value with a message naming it."""
+
+from __future__ import annotations
+
+import argparse
+
+from protkit.lsh import BIT_CHOICES
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def cosine(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a cosine in [-1, 1], got {text!r}")
+    return value
+
+
+def code_bits(text: str) -> int:
+    value = positive_int(text)
+    if value % 8 or not 64 <= value <= 4096:
+        raise argparse.ArgumentTypeError(
+            f"expected a multiple of 8 from 64 to 4096 (e.g. {', '.join(map(str, BIT_CHOICES))}), got {text!r}")
+    return value
