@@ -6,7 +6,8 @@ shares with another, exactly or through binary LSH codes.
 :func:`lsh_agreement` hashes a student's vectors at several bit counts and asks how well Hamming
 search (alone, and as ``protkit search`` uses it: Hamming candidates re-ranked by cosine) finds
 the teacher's and the student's own neighbours. The hasher is centred on the vectors it
-indexes (the searched set), as an index built from those vectors would be.
+indexes (the searched set), as an index built from those vectors would be, and its planes are
+chosen as ``protkit hash`` chooses them (``auto``: ITQ up to the vectors' width, random above).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from protkit.lsh import BIT_CHOICES, CANDIDATE_FACTOR, fit_hasher, lsh_search
+from protkit.lsh import BIT_CHOICES, CANDIDATE_FACTOR, fit_hasher, lsh_search, resolve_method
 from protkit.neighbours import drop_self, exact_topk, recall_at_k
 from protkit.vectors import normalise
 
@@ -69,6 +70,7 @@ def lsh_agreement(
         rows.append({
             "bits": int(b),
             "bytes": int(b) // 8,
+            "method": resolve_method("auto", int(b), *unit.shape),  # as protkit hash picks it
             "teacher_recall": recall_at_k(teacher_nn, hamming),
             "student_recall_hamming": recall_at_k(student_nn, hamming),
             "student_recall_reranked": recall_at_k(student_nn, reranked),

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 import protkit
 from protkit.cli_types import code_bits, cosine, positive_int
-from protkit.lsh import CANDIDATE_FACTOR
+from protkit.lsh import CANDIDATE_FACTOR, METHODS
 from protkit.vector_index import EXACT_MAX, INDEX_KINDS
 
 COMMANDS = ("index", "search", "dedup", "cluster", "hash")
@@ -72,6 +72,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _embeddings_args(hashing)
     hashing.add_argument("--bits", type=code_bits, default=256, help="code length (default 256)")
     hashing.add_argument("--seed", type=int, default=0, help="hyperplane seed (default 0)")
+    hashing.add_argument("--method", choices=METHODS, default="auto",
+                         help="random hyperplanes, or itq: planes learned from the vectors (PCA + rotation; "
+                         "needs bits <= width); default auto: itq where it can, random above the width")
 
 
 def _groups_meta(args: argparse.Namespace, embeddings, method: str) -> dict:
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "hash":
         from protkit.codes import hash_embeddings
 
-        hash_embeddings(embeddings, args.bits, args.output, args.seed)
+        hash_embeddings(embeddings, args.bits, args.output, args.seed, args.method)
     else:
         from protkit import groups
 

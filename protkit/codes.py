@@ -42,16 +42,21 @@ def is_codes_file(path: str | Path) -> bool:
     return path.is_file() and read_protkit_metadata(path).get("kind") == KIND
 
 
-def hash_embeddings(embeddings: Embeddings, bits: int, output: str | Path, seed: int = 0) -> Codes:
+def hash_embeddings(embeddings: Embeddings, bits: int, output: str | Path, seed: int = 0,
+                    method: str = "auto") -> Codes:
     """Fit a hasher on ``embeddings`` (centre = their mean), encode them and write ``output``."""
     if not embeddings.ids:
         raise SearchError(f"{embeddings.path}: no vectors to hash")
-    hasher = fit_hasher(embeddings.vectors, bits, seed)
+    try:
+        hasher = fit_hasher(embeddings.vectors, bits, seed, method)
+    except ValueError as err:
+        raise SearchError(f"{embeddings.path}: {err}") from err
     codes = hasher.encode(embeddings.vectors)  # (N, bits // 8)
     meta = {
         "kind": KIND,
         "hasher": hasher.to_meta(),
         "bits": bits,
+        "method": hasher.method,
         "n": len(embeddings.ids),
         "pooling": embeddings.pooling,
         "identity": embeddings.identity,

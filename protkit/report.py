@@ -134,7 +134,8 @@ def lsh_markdown(metrics: dict) -> list[str]:
         "## Neighbour agreement: LSH codes and stored vectors",
         "",
         f"recall@{k} among the {metrics['n_test']} held-out proteins, each searched against the others. LSH "
-        f"codes of the fp32 student: random hyperplanes (seed {lsh['seed']}) centred on {lsh['centre']}; "
+        f"codes of the fp32 student, planes as `protkit hash` picks them (ITQ up to the vectors' width, random "
+        f"hyperplanes above; seed {lsh['seed']}) centred on {lsh['centre']}; "
         f"*re-ranked* = the {lsh['candidate_factor']}×k nearest codes re-ranked by the float vectors' cosine, as "
         f"search uses them. *teacher's* = how many of the teacher's {k} neighbours are found; *student's own* = "
         f"how many of the float student's. Plot: [recall_vs_size]({PLOTS['recall_vs_size']}).",
@@ -144,9 +145,10 @@ def lsh_markdown(metrics: dict) -> list[str]:
         lines += [
             f"### {p} pooling",
             "",
-            "| bits | bytes/protein | teacher's, Hamming | student's own, Hamming | student's own, re-ranked |",
-            "| --- | --- | --- | --- | --- |",
-            *(f"| {r['bits']} | {r['bytes']} | {_fmt(r['teacher_recall'], 3)} | {_fmt(r['student_recall_hamming'], 3)} "
+            "| bits | planes | bytes/protein | teacher's, Hamming | student's own, Hamming | student's own, re-ranked |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *(f"| {r['bits']} | {r.get('method', 'random')} | {r['bytes']} | {_fmt(r['teacher_recall'], 3)} "
+              f"| {_fmt(r['student_recall_hamming'], 3)} "
               f"| {_fmt(r['student_recall_reranked'], 3)} |" for r in lsh["poolings"][p]),
             "",
             "| float vectors | bytes/protein | teacher's |",

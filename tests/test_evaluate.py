@@ -264,7 +264,7 @@ def test_report_files(evaluation, tmp_path):
     assert "](throughput.png)" in text and "](recall_vs_bits.png)" in text
     # the LSH table, and the probe table with the teacher and the random control
     lsh = evaluation.metrics["lsh"]["poolings"]["mean"][2]
-    assert f"| 256 | 32 | {lsh['teacher_recall']:.3f} | {lsh['student_recall_hamming']:.3f} |" in text
+    assert f"| 256 | {lsh['method']} | 32 | {lsh['teacher_recall']:.3f} | {lsh['student_recall_hamming']:.3f} |" in text
     probe = evaluation.metrics["probes"]["hydrophobic"]["models"]
     assert "### hydrophobic" in text
     assert "| model | MCC | macro F1 | accuracy | 1-NN accuracy | normalised MCC |" in text
