@@ -119,8 +119,8 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
         f"student: {'tiny test config' if quick else 'ProtHash-V2-384-Tiny'}, training mode, fp32.",
         f"Batch: {s.batch_size} DeepLoc proteins of at most {s.max_residues} residues (a CPU budget for the teacher), "
         "one padded batch; objective pooled (cls + mean), AdamW, gradient clipping, as protkit.distill trains.",
-        "Cached targets are in memory, as protkit.distill holds them after load_pooled (reading the cache is "
-        "once per run, not per step). The step from cache is timed 3 times per round (median).",
+        "Cached targets are in memory here; protkit.distill reads a batch's rows from its on-disk target store "
+        "(protkit.targets, one pread per batch, not timed). The step from cache is timed 3 times per round (median).",
         f"Correctness: both steps give the same loss (relative difference {loss_gap:.1e}) and the same weights "
         f"(max difference {weight_gap:.1e}).",
     ]

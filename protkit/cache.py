@@ -12,6 +12,10 @@ Layout of a cache directory (docs/design.md, "Teacher cache"):
   ``protkit`` metadata entry (one key: safetensors stores metadata in hash order).
 - ``manifest.json``: written last; its presence means the cache is complete.
 
+A cache may also be built by several jobs, each embedding one part of the sequences
+(``build_cache(..., part=(p, n))``, parts by :func:`sequence_parts`) and joined by
+:func:`protkit.cache_parts.gather_cache_parts` into the same files as a single-job build.
+
 Every file is written atomically, so an interrupted build leaves only complete shards. A rerun with
 the same fingerprint keeps each shard whose fingerprint and rows digest match (so a changed
 sequences table only recomputes the shards whose rows changed) and computes the rest; a directory
@@ -34,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import protkit
@@ -43,7 +48,7 @@ from protkit.device import resolve_device, resolve_dtype
 from protkit.models.esmc import ESMC, ESMCConfig
 from protkit.models.esmc_weights import file_sha256, load_esmc, random_esmc, resolve_weights, save_weights
 from protkit.pooling import pool
-from protkit.tokenize import VOCAB, encode_one, pad_batch
+from protkit.tokenize import PAD_ID, VOCAB, TokenBatch, encode_one, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,17 @@ def cache_fingerprint(
     return hashlib.sha256(blob).hexdigest(), parts
 
 
+def sequence_parts(sequences: Iterable[str], nparts: int) -> np.ndarray:
+    """The part (0 .. nparts - 1) of each sequence: the first 8 bytes of its sha256, modulo ``nparts``.
+
+    A sequence keeps its part when other sequences are added or removed.
+    """
+    if nparts < 1:
+        raise ValueError(f"the number of parts must be at least 1, got {nparts}")
+    digests = (hashlib.sha256(s.encode("utf-8")).digest()[:8] for s in sequences)
+    return np.fromiter((int.from_bytes(d, "big") % nparts for d in digests), dtype=np.int64)
+
+
 def _check_directory(out_dir: Path, fingerprint: str, parts: dict) -> None:
     """Refuse a directory whose manifest.json or fingerprint.json records another fingerprint."""
     for name in (MANIFEST_FILE, FINGERPRINT_FILE):
@@ -154,6 +170,7 @@ def build_cache(
     tokens: bool = False,
     shard_size: int = 4096,
     device: str | torch.device | None = None,
+    part: tuple[int, int] | None = None,
 ) -> dict:
     """Embed every row of ``sequences`` (columns ``id``, ``sequence``, ``split``) with the teacher
     and write the cache to ``out_dir``; returns the manifest.
@@ -161,8 +178,13 @@ def build_cache(
     ``max_length`` counts tokens including CLS and EOS (longer sequences lose C-terminal residues).
     ``device=None`` keeps the model where it is; otherwise the model moves to
     :func:`~protkit.device.resolve_device` of it.
+    ``part=(p, n)`` embeds only the rows whose sequence falls in part ``p`` of ``n``
+    (:func:`sequence_parts`; a part may be empty) and records ``"part": [p, n]`` in the manifest:
+    one job of a scattered cache, joined by :func:`protkit.cache_parts.gather_cache_parts`.
     """
     poolings = _validate_build_args(sequences, max_length, max_tokens_per_batch, poolings, store_dtype, shard_size)
+    table = tuple(sequences[column].astype(str).tolist() for column in ("id", "sequence", "split"))
+    rows = _part_rows(table[1], part) if part else list(range(len(sequences)))  # the table rows built here
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint, parts = cache_fingerprint(weights_sha256, max_length, poolings, store_dtype, tokens)
@@ -171,35 +193,29 @@ def build_cache(
         model.to(resolve_device(device) if isinstance(device, str) else device)
     model.eval()
 
-    ids = sequences["id"].astype(str).tolist()
-    seqs = sequences["sequence"].astype(str).tolist()
-    splits = sequences["split"].astype(str).tolist()
-    n_shards = math.ceil(len(ids) / shard_size)
-    shard_rows = [range(k * shard_size, min((k + 1) * shard_size, len(ids))) for k in range(n_shards)]
-    digests = [_rows_digest(ids, seqs, splits, rows) for rows in shard_rows]
-    done = [_shard_done(out_dir, k, fingerprint, digests[k], tokens) for k in range(n_shards)]
-    extra = _extra_shards(out_dir, n_shards, fingerprint)
-    _start_build(out_dir, fingerprint, parts)
-    for path in extra:
-        log.info("removing %s: the sequences table no longer has that shard", path)
-        path.unlink()
+    ids, seqs, splits = ([column[i] for i in rows] for column in table)
+    shard_rows, digests, done = _prepare_directory(out_dir, fingerprint, parts, (ids, seqs, splits),
+                                                   shard_size, tokens)
+    n_shards = len(shard_rows)
+    batches = None if all(done) else _SingleJobBatches(table[1], max_length, max_tokens_per_batch, shard_size)
 
     residues = [min(len(s), max_length - 2) for s in seqs]
     reused = sum(residues[i] for k in range(n_shards) if done[k] for i in shard_rows[k])
-    progress = _Progress(sum(residues), reused, f"teacher cache {teacher_name}/{dataset}")
+    desc = f"teacher cache {teacher_name}/{dataset}" + (f" part {part[0]}-of-{part[1]}" if part else "")
+    progress = _Progress(sum(residues), reused, desc)
     with progress:
         for k in range(n_shards):
             if done[k]:
                 continue
-            rows = shard_rows[k]
+            shard = shard_rows[k]
             pooled, per_residue = _embed_shard(
-                model, [seqs[i] for i in rows], max_length, max_tokens_per_batch, poolings, tokens,
-                on_batch=progress.update,
+                model, [seqs[i] for i in shard], batches.of([rows[i] for i in shard]), max_length, poolings,
+                tokens, on_batch=progress.update,
             )
-            meta = {META_KEY: json.dumps({"fingerprint": fingerprint, "rows_sha256": digests[k]}, sort_keys=True)}
+            meta = shard_metadata(fingerprint, digests[k])
             if tokens:
-                _write_tokens(out_dir / tokens_name(k), [ids[i] for i in rows], per_residue, meta)
-            _write_pooled(out_dir / pooled_name(k), [ids[i] for i in rows], [splits[i] for i in rows],
+                _write_tokens(out_dir / tokens_name(k), [ids[i] for i in shard], per_residue, meta)
+            _write_pooled(out_dir / pooled_name(k), [ids[i] for i in shard], [splits[i] for i in shard],
                           pooled, store_dtype, meta)
 
     manifest = {
@@ -214,13 +230,84 @@ def build_cache(
         "max_length": max_length,
         "n_sequences": len(ids),
         "shard_size": shard_size,
-        "shards": [pooled_name(k) for k in range(n_shards)],
-        "token_shards": [tokens_name(k) for k in range(n_shards)] if tokens else [],
+        **shard_lists(n_shards, tokens),
+        **({"part": list(part)} if part else {}),
     }
     write_json(out_dir / MANIFEST_FILE, manifest)
     log.info("teacher cache %s: %d sequences in %d shards (%d reused), %d residues computed in %.1f s",
              out_dir, len(ids), n_shards, sum(done), progress.computed, progress.seconds)
     return manifest
+
+
+def shard_lists(n_shards: int, tokens: bool) -> dict[str, list[str]]:
+    """The manifest's ``shards`` and ``token_shards`` entries of a cache of ``n_shards`` shards."""
+    return {"shards": [pooled_name(k) for k in range(n_shards)],
+            "token_shards": [tokens_name(k) for k in range(n_shards)] if tokens else []}
+
+
+def _part_rows(seqs: list[str], part: tuple[int, int]) -> list[int]:
+    """The rows (indices into ``seqs``) in part ``part = (p, n)``, in table order."""
+    index, count = part
+    if not 0 <= index < count:
+        raise ValueError(f"part must be (p, n) with 0 <= p < n, got {tuple(part)}")
+    return np.flatnonzero(sequence_parts(seqs, count) == index).tolist()
+
+
+class _SingleJobBatches:
+    """The teacher batches of a single-job build of a whole table: shard by shard, rows of similar
+    length under the token budget (:func:`~protkit.batching.token_budget_batches`).
+
+    Every build, of the whole table or of a part, pads each row to the width of its batch here: a
+    row's outputs depend on that width but not on the other rows of its batch (on the CPU, bit for
+    bit), so parts gathered together equal a single-job build.
+    """
+
+    def __init__(self, seqs: list[str], max_length: int, max_tokens: int, shard_size: int):
+        lengths = [len(encode_one(s, max_length)) for s in seqs]  # tokens, CLS and EOS included
+        self.place = np.empty(len(seqs), dtype=np.int64)  # (N,) when the row is embedded
+        self.batch = np.empty(len(seqs), dtype=np.int64)  # (N,) its batch
+        self.widths: list[int] = []  # padded width of each batch
+        placed = 0
+        for start in range(0, len(seqs), shard_size):
+            shard = lengths[start:start + shard_size]
+            for members in token_budget_batches(shard, max_tokens):
+                rows = [start + i for i in members]
+                self.place[rows] = np.arange(placed, placed + len(rows))
+                self.batch[rows] = len(self.widths)
+                self.widths.append(max(shard[i] for i in members))
+                placed += len(rows)
+
+    def of(self, rows: Sequence[int]) -> list[tuple[list[int], int]]:
+        """The batches of the table rows ``rows``: ``(indices into rows, padded width)``, in order."""
+        rows = np.asarray(rows)
+        order = np.argsort(self.place[rows], kind="stable")
+        groups = np.split(order, np.flatnonzero(np.diff(self.batch[rows[order]])) + 1)
+        return [(group.tolist(), self.widths[self.batch[rows[group[0]]]]) for group in groups]
+
+
+def _prepare_directory(
+    out_dir: Path, fingerprint: str, parts: dict, columns: tuple[list[str], list[str], list[str]],
+    shard_size: int, tokens: bool,
+) -> tuple[list[range], list[str], list[bool]]:
+    """Shard rows, their digests and which shards ``out_dir`` already holds, for the table
+    ``columns = (ids, sequences, splits)``; then marks the build started and removes shard files
+    numbered beyond the table. Raises on a foreign fingerprint before touching anything."""
+    ids, seqs, splits = columns
+    n_shards = math.ceil(len(ids) / shard_size)
+    shard_rows = [range(k * shard_size, min((k + 1) * shard_size, len(ids))) for k in range(n_shards)]
+    digests = [_rows_digest(ids, seqs, splits, rows) for rows in shard_rows]
+    done = [_shard_done(out_dir, k, fingerprint, digests[k], tokens) for k in range(n_shards)]
+    extra = _extra_shards(out_dir, n_shards, fingerprint)
+    _start_build(out_dir, fingerprint, parts)
+    for path in extra:
+        log.info("removing %s: the sequences table no longer has that shard", path)
+        path.unlink()
+    return shard_rows, digests, done
+
+
+def shard_metadata(fingerprint: str, rows_sha256: str) -> dict[str, str]:
+    """The ``protkit`` metadata entry of a shard file."""
+    return {META_KEY: json.dumps({"fingerprint": fingerprint, "rows_sha256": rows_sha256}, sort_keys=True)}
 
 
 class _Progress:
@@ -275,7 +362,7 @@ def _validate_build_args(
     return tuple(sorted(set(poolings)))
 
 
-def _rows_digest(ids: list[str], seqs: list[str], splits: list[str], rows: range) -> str:
+def _rows_digest(ids: list[str], seqs: list[str], splits: list[str], rows: Iterable[int]) -> str:
     digest = hashlib.sha256()
     for i in rows:
         digest.update(f"{ids[i]}\t{seqs[i]}\t{splits[i]}\n".encode("utf-8"))
@@ -327,17 +414,17 @@ def _extra_shards(out_dir: Path, n_shards: int, fingerprint: str) -> list[Path]:
 
 
 def _embed_shard(
-    model: ESMC, seqs: list[str], max_length: int, max_tokens: int,
+    model: ESMC, seqs: list[str], batches: list[tuple[list[int], int]], max_length: int,
     poolings: Sequence[str], tokens: bool, on_batch: Callable[[int], None],
 ) -> tuple[dict[str, np.ndarray], list[torch.Tensor] | None]:
     """Pooled vectors ``{pooling: (n, D) float32}`` and, if ``tokens``, per-residue fp16 tensors,
-    both in the order of ``seqs``."""
+    both in the order of ``seqs``; ``batches``: ``(indices into seqs, padded width)``."""
     token_lists = [encode_one(s, max_length) for s in seqs]
     dim = model.config.d_model
     pooled = {p: np.empty((len(seqs), dim), dtype=np.float32) for p in poolings}
     per_residue: list[torch.Tensor] | None = [torch.empty(0)] * len(seqs) if tokens else None
-    for batch_rows in token_budget_batches([len(t) for t in token_lists], max_tokens):
-        batch = pad_batch([token_lists[i] for i in batch_rows]).to(model.device)
+    for batch_rows, width in batches:
+        batch = _padded([token_lists[i] for i in batch_rows], width).to(model.device)
         with torch.inference_mode():
             hidden = model(batch.input_ids, batch.attention_mask).last_hidden_state.float()  # (B, L, D)
             for p in poolings:
@@ -347,6 +434,16 @@ def _embed_shard(
                     per_residue[i] = h.to(device="cpu", dtype=torch.float16)  # (L_i, D)
         on_batch(sum(len(token_lists[i]) - 2 for i in batch_rows))
     return pooled, per_residue
+
+
+def _padded(token_lists: list[list[int]], width: int) -> TokenBatch:
+    """``pad_batch`` of ``token_lists``, right-padded further to ``width`` tokens."""
+    batch = pad_batch(token_lists)  # (B, L)
+    extra = width - batch.input_ids.shape[1]
+    if extra <= 0:
+        return batch
+    return TokenBatch(F.pad(batch.input_ids, (0, extra), value=PAD_ID),  # (B, width)
+                      F.pad(batch.attention_mask, (0, extra), value=False))
 
 
 def _write_pooled(
@@ -397,17 +494,19 @@ def load_pooled(cache_dir: str | Path) -> CachedTargets:
     if table.num_rows != manifest["n_sequences"]:
         raise CacheError(f"teacher cache {cache_dir}: shards hold {table.num_rows} rows but manifest.json "
                          f"says {manifest['n_sequences']}; rerun teacher_cache")
-    dim = manifest["d_model"]
-    vectors = {}
-    for p in manifest["poolings"]:
-        flat = table.column(p).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        vectors[p] = flat.astype(np.float32).reshape(-1, dim)  # (N, D)
+    vectors = stored_vectors(table, manifest["poolings"], manifest["d_model"])
     return CachedTargets(
         ids=table.column("id").to_pylist(),
         splits=np.asarray(table.column("split").to_pylist(), dtype=str),
-        vectors=vectors,
+        vectors={p: v.astype(np.float32) for p, v in vectors.items()},  # (N, D)
         manifest=manifest,
     )
+
+
+def stored_vectors(table: pa.Table, poolings: Iterable[str], dim: int) -> dict[str, np.ndarray]:
+    """``{pooling: (n, D)}`` of a pooled shard table, in the stored dtype (float16/float32)."""
+    return {p: table.column(p).combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+            for p in poolings}
 
 
 class TokenTargets:

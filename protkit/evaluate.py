@@ -48,13 +48,15 @@ log = logging.getLogger(__name__)
 
 COMPOSITION_ALPHABET = "ACDEFGHIKLMNPQRSTVWY" + "XBZUO"
 LSH_SEED = 0
+RIDGE_BLOCK_ROWS = 65536  # train sequences per block of the composition fit
 
 __all__ = ["Split", "Evaluation", "evaluate", "evaluate_variant", "untrained_student"]
 
 
 @dataclass
 class Split:
-    """Sequences with their teacher vectors ``{pooling: (N, D) float32}``."""
+    """Sequences with their teacher vectors ``{pooling: (N, D) float32}`` (the train split's may be
+    :class:`protkit.targets.CacheRows`, read a block at a time)."""
 
     ids: list[str]
     sequences: list[str]
@@ -136,6 +138,43 @@ def fit_ridge(features: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> 
     return Ridge(mean, scale, coef, y_mean)
 
 
+def fit_composition(
+    sequences: Sequence[str], targets: dict[str, np.ndarray], alpha: float = 1.0, block_rows: int = RIDGE_BLOCK_ROWS
+) -> dict[str, Ridge]:
+    """:func:`fit_ridge` of :func:`composition_features` to each pooling's ``targets`` (arrays or
+    :class:`~protkit.targets.CacheRows`). Up to ``block_rows`` sequences: exactly ``fit_ridge``; more:
+    the same fit from float64 moments accumulated ``block_rows`` at a time (features: mean and
+    variance merged per block; then ``XᵀX``, ``XᵀY``, ``ΣX``, ``ΣY``), so memory stays flat."""
+    n = len(sequences)
+    if n <= block_rows:
+        features = composition_features(sequences)
+        return {p: fit_ridge(features, np.asarray(t[0:n], dtype=np.float32), alpha) for p, t in targets.items()}
+    blocks = [slice(a, min(a + block_rows, n)) for a in range(0, n, block_rows)]
+    count, mean, m2 = 0, 0.0, 0.0
+    for block in blocks:  # Chan et al.'s merge of per-block means and squared deviations
+        f = composition_features(sequences[block])
+        b_mean, b_m2 = f.mean(axis=0), ((f - f.mean(axis=0)) ** 2).sum(axis=0)
+        delta, total = b_mean - mean, count + len(f)
+        mean, m2, count = mean + delta * len(f) / total, m2 + b_m2 + delta**2 * count * len(f) / total, total
+    scale = np.sqrt(m2 / count)
+    scale[scale == 0] = 1.0
+    gram, x_sum = 0.0, 0.0
+    cross = dict.fromkeys(targets, 0.0)
+    y_sum = dict.fromkeys(targets, 0.0)
+    for block in blocks:
+        x = (composition_features(sequences[block]) - mean) / scale  # (b, F)
+        gram, x_sum = gram + x.T @ x, x_sum + x.sum(axis=0)
+        for p, t in targets.items():
+            y = np.asarray(t[block], dtype=np.float64)  # (b, D)
+            cross[p], y_sum[p] = cross[p] + x.T @ y, y_sum[p] + y.sum(axis=0)
+    fits = {}
+    for p in targets:
+        y_mean = y_sum[p] / n
+        coef = np.linalg.solve(gram + alpha * np.eye(len(mean)), cross[p] - np.outer(x_sum, y_mean))  # (F, D)
+        fits[p] = Ridge(mean, scale, coef, y_mean)
+    return fits
+
+
 # --- models ------------------------------------------------------------------------------------
 def untrained_student(config: ProtHashConfig, seed: int) -> ProtHash:
     """The distillation's initial model: ``torch.manual_seed(seed)`` then ``ProtHash(config)``
@@ -201,11 +240,9 @@ def evaluate(
     for name, model in (("fp32", fp32), ("int8", int8), ("untrained", untrained)):
         model.to(device).eval()
         vectors[name] = pooled_embeddings(student_forward(model), tokens, poolings, dim, max_tokens, device, desc=name)
-    train_features = composition_features(train.sequences)
     test_features = composition_features(test.sequences)
-    vectors["composition"] = {
-        p: fit_ridge(train_features, train.teacher[p], ridge_alpha).predict(test_features) for p in poolings
-    }
+    ridges = fit_composition(train.sequences, {p: train.teacher[p] for p in poolings}, ridge_alpha)
+    vectors["composition"] = {p: ridges[p].predict(test_features) for p in poolings}
 
     cosines = {m: {p: cosine_rows(vectors[m][p], test.teacher[p]) for p in poolings} for m in MODELS}
     models = {
@@ -260,33 +297,45 @@ def evaluate(
 # --- file-level stage --------------------------------------------------------------------------
 def _splits(sequences_parquet: str | Path, cache_dir: str | Path, poolings: Sequence[str],
             max_sequences: int | None, seed: int) -> tuple[Split, Split, dict]:
-    """Held-out (seeded sample of at most ``max_sequences``) and train splits with teacher vectors."""
-    from protkit.cache import load_pooled
+    """Held-out (seeded sample of at most ``max_sequences``, its vectors in memory) and train splits
+    with teacher vectors; the train split's are :class:`~protkit.targets.CacheRows`, read from the
+    cache's shards a block at a time by the composition fit."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from protkit.cache import read_manifest
     from protkit.data import read_dataset
+    from protkit.targets import CacheRows, cache_index
 
     table = read_dataset(sequences_parquet)
-    cached = load_pooled(cache_dir)
-    missing_poolings = [p for p in poolings if p not in cached.vectors]
+    manifest = read_manifest(cache_dir)
+    missing_poolings = [p for p in poolings if p not in manifest["poolings"]]
     if missing_poolings:
         raise ValueError(f"evaluate.poolings: {', '.join(missing_poolings)} not in the teacher cache {cache_dir} "
-                         f"(has {', '.join(cached.vectors)})")
-    row_of = {rid: i for i, rid in enumerate(cached.ids)}
-    absent = [rid for rid in table["id"] if rid not in row_of]
-    if absent:
+                         f"(has {', '.join(manifest['poolings'])})")
+    cache_ids, starts = cache_index(cache_dir, manifest)
+    positions = pc.index_in(pa.array(table["id"], pa.string()), value_set=cache_ids)  # cache row per table row
+    if positions.null_count:
+        absent = np.flatnonzero(positions.is_null().to_numpy(zero_copy_only=False))
         raise ValueError(f"teacher cache {cache_dir} lacks {len(absent)} sequence(s) of {sequences_parquet}, "
-                         f"e.g. {absent[0]}; rerun teacher_cache")
+                         f"e.g. {table['id'].iloc[int(absent[0])]}; rerun teacher_cache")
+    row_of = positions.to_numpy().astype(np.int64)
+    dim = int(manifest["d_model"])
     out = []
     for split, limit in (("test", max_sequences), ("train", None)):
-        part = table[table["split"] == split]
+        mask = (table["split"] == split).to_numpy()
+        part, rows = table[mask], row_of[mask]
         if limit is not None and len(part) > limit:
             keep = np.sort(np.random.default_rng(seed).choice(len(part), size=limit, replace=False))
-            part = part.iloc[keep]
-        rows = np.array([row_of[rid] for rid in part["id"]], dtype=np.int64)
-        out.append(Split(list(part["id"]), list(part["sequence"]), {p: cached.vectors[p][rows] for p in poolings}))
+            part, rows = part.iloc[keep], rows[keep]
+        teacher = {p: CacheRows(cache_dir, manifest["shards"], starts, p, dim, rows) for p in poolings}
+        if split == "test":
+            teacher = {p: reader[:] for p, reader in teacher.items()}  # (n, D) float32, at most max_sequences
+        out.append(Split(list(part["id"]), list(part["sequence"]), teacher))
     if not out[0].ids or not out[1].ids:
         raise ValueError(f"{sequences_parquet}: need sequences in both splits (test {len(out[0].ids)}, "
                          f"train {len(out[1].ids)}); check data.test_fraction")
-    return out[0], out[1], cached.manifest
+    return out[0], out[1], manifest
 
 
 def evaluate_variant(

@@ -88,8 +88,8 @@ def test_flop_count_matches_the_formula() -> None:
 def test_only_rejects_unknown_benchmarks(capsys: pytest.CaptureFixture) -> None:
     assert run_all.parse_only("b1, B3") == ["B1", "B3"]
     with pytest.raises(SystemExit):
-        run_all.build_parser().parse_args(["--only", "B9"])
-    assert "B9" in capsys.readouterr().err
+        run_all.build_parser().parse_args(["--only", "B99"])
+    assert "B99" in capsys.readouterr().err
 
 
 def test_quick_run_of_every_benchmark_writes_the_report(shared_data: Path, tmp_path: Path) -> None:
@@ -186,3 +186,45 @@ def test_update_replaces_one_benchmark_and_keeps_the_rest() -> None:
     assert added.endswith(_result("B8", 3.0, "b8 new").markdown("only B8", "day 2"))
     with pytest.raises(SystemExit):
         run_all.main(["--only", "B8", "--quick", "--update", "docs/benchmarks.md"])
+
+
+# --- B9: mutated copies, synthetic caches, ceiling goals ----------------------------------------
+def test_b9_copies_are_seeded_nested_and_substituted() -> None:
+    from benchmarks import b9_scaling_memory as b9
+
+    sources = [seq for _, seq in _random_proteins(5)]
+    copies = list(b9.mutated_copies(sources, 40, seed=2))
+    assert copies == list(b9.mutated_copies(sources, 40, seed=2))
+    assert copies[:15] == list(b9.mutated_copies(sources, 15, seed=2))  # a smaller input is a prefix
+    assert [rid for rid, _ in copies[:3]] == ["copy0", "copy1", "copy2"]
+    assert len({seq for _, seq in copies}) == 40  # distinct, though each source is copied 8 times
+    for i, (_, seq) in enumerate(copies):
+        source = sources[i % len(sources)]
+        changed = sum(a != b for a, b in zip(seq, source))
+        assert len(seq) == len(source) and 1 <= changed <= b9.SUBSTITUTIONS and set(seq) <= set(planted.AMINO_ACIDS)
+
+
+def test_b9_synthetic_cache_is_a_readable_teacher_cache(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from benchmarks import b9_scaling_memory as b9
+    from protkit.cache import load_pooled
+    from protkit.data import read_dataset
+
+    manifest = b9.write_synthetic_cache(["MKVLAAGIVW" * 20, "GGA" * 30], 50, 16, tmp_path / "cache",
+                                        tmp_path / "sequences.parquet", max_length=34, shard_size=16, test_fraction=0.2)
+    cached = load_pooled(tmp_path / "cache")
+    table = read_dataset(tmp_path / "sequences.parquet")
+    assert manifest["shards"] == [f"pooled-0000{k}.parquet" for k in range(4)] and manifest["n_sequences"] == 50
+    assert cached.ids == table["id"].tolist() == [f"s{i}" for i in range(50)]
+    assert cached.vectors["mean"].shape == (50, 16) and list(cached.splits) == table["split"].tolist()
+    assert 0 < (table["split"] == "test").sum() < 25 and table["length"].max() == 32
+    pd.testing.assert_series_equal(table["sequence"].str.len(), table["length"].astype(int), check_names=False)
+
+
+def test_b9_ceiling_goals_pass_below_their_limit() -> None:
+    from benchmarks import b9_scaling_memory as b9
+
+    assert b9.LimitGoal("peak", 1500.0, 1200.0).row() == ["peak", "<= 1.50 GB", "1.20 GB", "-", "PASS"]
+    assert b9.LimitGoal("growth", 1.2, 1.3, unit="x").row() == ["growth", "<= 1.20x", "1.30x", "-", "MISS"]
+    assert not b9.LimitGoal("peak", 1500.0, None).passed

@@ -20,9 +20,11 @@ from protkit.cache import (
     cache_fingerprint,
     load_pooled,
     load_token_targets,
+    sequence_parts,
     teacher_from_config,
     write_random_teacher,
 )
+from protkit.cache_parts import gather_cache_parts, part_dir
 from protkit.data import split_of
 from protkit.models.esmc import ESMCConfig
 from protkit.models.esmc_weights import file_sha256, random_esmc
@@ -73,7 +75,7 @@ def direct(model, sequence: str, max_length: int = MAX_LENGTH) -> torch.Tensor:
 
 
 def files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +273,120 @@ def test_teacher_from_config_random_weights(teacher, tmp_path: Path):
         teacher_from_config(str(path), random={"d_modle": 64}, device="cpu")
     with pytest.raises(FileNotFoundError, match="write_random_teacher"):
         teacher_from_config(str(tmp_path / "missing.safetensors"), random=random, device="cpu")
+
+
+# --------------------------------------------------------------------------- parts (several jobs, one cache)
+
+
+def build_parts(model, table, cache_dir: Path, count: int, **overrides) -> list[Path]:
+    """Every part of a ``count``-job build of ``table`` under ``cache_dir``; their directories."""
+    dirs = [part_dir(cache_dir, (p, count)) for p in range(count)]
+    for p, directory in enumerate(dirs):
+        build(model, table, directory, part=(p, count), **overrides)
+    return dirs
+
+
+def test_parts_are_disjoint_and_stable(table):
+    parts = sequence_parts(table["sequence"], 3)
+    assert parts.tolist() == sequence_parts(table["sequence"].tolist(), 3).tolist()  # no state, no process salt
+    assert set(parts.tolist()) == {0, 1, 2}
+    grown = pd.concat([table["sequence"], pd.Series(["MKVLAAGIVG", "MSTNPKPQRK"])])
+    assert sequence_parts(grown, 3)[: len(table)].tolist() == parts.tolist()  # added sequences move nothing
+    assert (sequence_parts(table["sequence"], 1) == 0).all()
+    with pytest.raises(ValueError, match="at least 1"):
+        sequence_parts(table["sequence"], 0)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_gathered_parts_equal_a_single_job_cache(teacher, table, full_cache: Path, tmp_path: Path, count: int):
+    dirs = build_parts(teacher, table, tmp_path, count, tokens=True)
+    part_ids = [load_pooled(d).ids for d in dirs]
+    assert sorted(sum(part_ids, [])) == sorted(table["id"]) and all(part_ids)  # disjoint, complete
+    for p, directory in enumerate(dirs):
+        assert json.loads((directory / "manifest.json").read_text())["part"] == [p, count]
+    manifest = gather_cache_parts(dirs, tmp_path, table)
+
+    single = json.loads((full_cache / "manifest.json").read_text())
+    assert manifest == {**single, "parts": count}
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+    gathered = {name: data for name, data in files(tmp_path).items() if name != "manifest.json"}
+    reference = {name: data for name, data in files(full_cache).items() if name != "manifest.json"}
+    assert gathered == reference  # byte for byte: shard files, their metadata, fingerprint.json
+    cached, expected = load_pooled(tmp_path), load_pooled(full_cache)
+    assert cached.ids == expected.ids and cached.splits.tolist() == expected.splits.tolist()
+    for pooling in expected.vectors:
+        np.testing.assert_array_equal(cached.vectors[pooling], expected.vectors[pooling])
+    ids = table["id"].tolist()[::5]
+    for rid, tensor in load_token_targets(tmp_path, ids).items():
+        assert torch.equal(tensor, load_token_targets(full_cache, [rid])[rid])
+
+
+def test_one_job_equals_today(teacher, table, full_cache: Path, tmp_path: Path):
+    manifest = build(teacher, table, tmp_path, tokens=True, part=(0, 1))
+    assert manifest["part"] == [0, 1]
+    assert {k: v for k, v in manifest.items() if k != "part"} == json.loads((full_cache / "manifest.json").read_text())
+    assert {n: d for n, d in files(tmp_path).items() if n != "manifest.json"} == {
+        n: d for n, d in files(full_cache).items() if n != "manifest.json"}
+
+
+def test_rebuilding_one_part_recomputes_only_it(teacher, table, tmp_path: Path, monkeypatch):
+    dirs = build_parts(teacher, table, tmp_path, 2)
+    first = gather_cache_parts(dirs, tmp_path, table)
+    before = files(tmp_path)
+    (dirs[1] / "pooled-00000.parquet").unlink()  # a lost part: its manifest and a shard
+    (dirs[1] / "manifest.json").unlink()
+    with pytest.raises(CacheError, match="cache incomplete: .*part-1-of-2/manifest.json"):
+        gather_cache_parts(dirs, tmp_path, table)
+
+    embedded = {"rows": 0}
+    forward = teacher.forward
+
+    def counting_forward(input_ids, *args, **kwargs):
+        embedded["rows"] += input_ids.shape[0]
+        return forward(input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(teacher, "forward", counting_forward)
+    build(teacher, table, dirs[1], part=(1, 2))
+    monkeypatch.undo()
+    assert embedded["rows"] == 8  # only the lost shard of part 1 is recomputed
+    (tmp_path / "pooled-00002.parquet").unlink()  # and a gathered shard lost with it
+    assert gather_cache_parts(dirs, tmp_path, table) == first
+    assert files(tmp_path) == before
+
+
+def test_empty_parts(teacher, table, full_cache: Path, tmp_path: Path):
+    small = table.head(3)
+    dirs = build_parts(teacher, small, tmp_path, 6)
+    assert sorted(json.loads((d / "manifest.json").read_text())["n_sequences"] for d in dirs)[0] == 0
+    gather_cache_parts(dirs, tmp_path, small)
+    cached = load_pooled(tmp_path)
+    assert cached.ids == small["id"].tolist()
+    np.testing.assert_array_equal(cached.vectors["cls"], load_pooled(full_cache).vectors["cls"][:3])
+
+
+def test_parts_of_other_builds_are_refused(teacher, table, tmp_path: Path):
+    dirs = build_parts(teacher, table, tmp_path / "cache", 2)
+    first_fp = json.loads((dirs[0] / "manifest.json").read_text())["fingerprint"]
+    other_fp = cache_fingerprint("w" * 64, 64, ("cls", "mean"), "fp32", False)[0]
+    with pytest.raises(FingerprintMismatch) as error:  # a part directory built with other settings
+        build(teacher, table, dirs[1], part=(1, 2), max_length=64)
+    assert first_fp in str(error.value) and other_fp in str(error.value) and "max_length: 40 -> 64" in str(error.value)
+
+    stale = tmp_path / "stale" / "part-1-of-2"
+    build(teacher, table, stale, part=(1, 2), max_length=64)
+    with pytest.raises(FingerprintMismatch, match=f"fingerprints {first_fp} and {other_fp}"):
+        gather_cache_parts([dirs[0], stale], tmp_path / "out", table)
+    with pytest.raises(CacheError, match="are parts 0-of-2; expected each of 0 .. 0 of 1 once"):
+        gather_cache_parts(dirs[:1], tmp_path / "out", table)
+    build(teacher, table.head(4), tmp_path / "whole")
+    with pytest.raises(CacheError, match="whole is not a part"):
+        gather_cache_parts([dirs[0], tmp_path / "whole"], tmp_path / "out", table)
+    changed = table.copy()
+    changed.loc[changed.index[-1], "split"] = "train" if changed["split"].iloc[-1] == "test" else "test"
+    with pytest.raises(CacheError, match="built from other rows of the sequences table"):
+        gather_cache_parts(dirs, tmp_path / "out", changed)
+    build(teacher, table, tmp_path / "single", max_length=64)
+    with pytest.raises(FingerprintMismatch, match=f"manifest.json has fingerprint {other_fp}"):
+        gather_cache_parts(dirs, tmp_path / "single", table)  # a directory holding another cache
+    with pytest.raises(ValueError, match=r"part must be \(p, n\) with 0 <= p < n, got \(2, 2\)"):
+        build(teacher, table, tmp_path / "bad", part=(2, 2))

@@ -7,6 +7,7 @@ import importlib.resources
 import json
 import logging
 import random
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -14,11 +15,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from protkit import data_table
 from protkit.data import (
+    SCHEMA,
     DataError,
     RawRecord,
     download_hub_dataset,
     filter_and_split,
+    filter_split,
+    filter_split_files,
     read_dataset,
     read_sources,
     split_of,
@@ -291,3 +296,145 @@ def test_real_deeploc_files(name: str):
     assert report["input"] == report["kept"] + sum(report["rejected"].values()) + report["duplicates"]
     assert df["length"].max() <= 1000 and df["length"].min() >= 10
     assert df["id"].is_unique
+
+
+# --------------------------------------------------------------------------- streaming to files
+
+
+def reference_filter(records, *, min_length, max_length, overlength, test_fraction, salt, **_):
+    """The filter as it was before it streamed (policy reject), kept as the oracle: whole sequences
+    in dicts, every row in memory."""
+    accepted = set("ACDEFGHIKLMNPQRSTVWYXBZUO")
+    rows, row_of, seen = [], {}, {}
+    rejected, examples, counts = Counter(), {}, Counter()
+
+    def note(reason, rid):
+        kept = examples.setdefault(reason, [])
+        if len(kept) < 20:
+            kept.append(rid)
+
+    for r in records:
+        counts["input"] += 1
+        if r.id in seen:
+            assert seen[r.id] == r.sequence, "the reference does not raise"
+            counts["duplicates"] += 1
+            note("duplicate", r.id)
+            continue
+        seen[r.id] = r.sequence
+        seq = r.sequence.upper().rstrip("*")
+        bad = next((c for c in seq if c not in accepted), None)
+        too_long = len(seq) > max_length and overlength == "drop"
+        reason = ("internal_stop" if bad == "*" else "invalid_character") if bad else (
+            "too_short" if len(seq) < min_length else "too_long" if too_long else None)
+        if reason:
+            rejected[reason] += 1
+            note(reason, r.id)
+            continue
+        if len(seq) > max_length:
+            counts["truncated"] += 1
+            note("truncated", r.id)
+            seq = seq[:max_length]
+        if seq in row_of:
+            counts["duplicates"] += 1
+            rows[row_of[seq]][2].append(r.id)
+            note("duplicate", r.id)
+            continue
+        row_of[seq] = len(rows)
+        rows.append((r.id, seq, []))
+    splits = [split_of(seq, salt, test_fraction) for _, seq, _ in rows]
+    df = pd.DataFrame({"id": [r[0] for r in rows], "sequence": [r[1] for r in rows],
+                       "length": pd.array([len(r[1]) for r in rows], dtype="int32"), "split": splits,
+                       "aliases": [";".join(r[2]) for r in rows]})
+    report = {"input": counts["input"], "kept": len(rows), "rejected": dict(sorted(rejected.items())),
+              "truncated": counts["truncated"], "duplicates": counts["duplicates"],
+              "split": {"train": splits.count("train"), "test": splits.count("test")},
+              "examples": dict(sorted(examples.items()))}
+    return pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False), report
+
+
+@pytest.fixture
+def many_sources(tmp_path: Path, messy_fasta: Path) -> list[tuple[str, Path]]:
+    """The proteome, DeepLoc when present, copies of the proteome under new ids (lower case, with
+    tails cut off by truncation: aliases), a parquet file that repeats records, and messy records."""
+    copies = tmp_path / "copies.fasta.gz"
+    records = list(read_fasta(PROTEOME))
+    with gzip.open(copies, "wt") as handle:
+        for i, rec in enumerate(records):
+            seq = rec.sequence.rstrip("*")
+            seq = seq.lower() if i % 3 == 0 else seq + "W" * (i % 5) * 200
+            handle.write(f">copy{i}\n{seq}\n")
+    repeat = tmp_path / "repeat.parquet"
+    pq.write_table(pa.table({"id": [r.id for r in records[100:160]] + ["new1", "new2"],
+                             "sequence": [r.sequence for r in records[100:160]] + ["MKVLAAGIVW" * 3, "GG"]}), repeat)
+    deeploc = [("fasta", SHARED / n) for n in ("deeploc_test.fasta", "deeploc_hard.fasta") if (SHARED / n).exists()]
+    return [("fasta", Path(str(PROTEOME))), *deeploc, ("fasta", copies), ("parquet", repeat), ("fasta", messy_fasta)]
+
+
+def stream(sources):
+    for source, path in sources:
+        yield from read_sources(source, [path])
+
+
+@pytest.mark.parametrize("overlength, row_group_rows", [("truncate", 97), ("drop", 100_000)])
+def test_streamed_files_match_the_in_memory_reference(many_sources, tmp_path: Path, monkeypatch,
+                                                      overlength: str, row_group_rows: int):
+    monkeypatch.setattr(data_table, "ALIAS_RUN_PAIRS", 7)  # aliases spilled to many sorted runs
+    rules = dict(min_length=30, max_length=400, overlength=overlength, alphabet_policy="reject",
+                 test_fraction=0.1, salt="protkit-split-v1")
+    expected, expected_report = reference_filter(stream(many_sources), **rules)
+    assert expected_report["duplicates"] > 500 and expected_report["rejected"]
+    assert max(len(a.split(";")) for a in expected.column("aliases").to_pylist()) >= 2
+
+    out = tmp_path / "results"
+    report = filter_split_files(stream(many_sources), out / "sequences.parquet", out / "filter_report.json",
+                                row_group_rows=row_group_rows, **rules)
+    got = pq.read_table(out / "sequences.parquet")
+    assert got.equals(expected, check_metadata=True)  # rows, order, columns, dtypes, pandas metadata
+    assert report == expected_report == json.loads((out / "filter_report.json").read_text())
+    assert pq.ParquetFile(out / "sequences.parquet").metadata.num_row_groups == -(-len(expected) // row_group_rows)
+    assert sorted(p.name for p in out.iterdir()) == ["filter_report.json", "sequences.parquet"]  # no scratch left
+    pd.testing.assert_frame_equal(read_dataset(out / "sequences.parquet"), expected.to_pandas())
+
+    df, in_memory_report = filter_and_split(stream(many_sources), **rules)
+    write_dataset(df, in_memory_report, tmp_path / "m.parquet", tmp_path / "m.json")
+    assert pq.read_table(tmp_path / "m.parquet").equals(expected, check_metadata=True)
+    assert in_memory_report == expected_report
+
+
+def test_filter_split_rule_entry_point_reads_a_hub_table(tmp_path: Path):
+    raw = tmp_path / "raw.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "sequence": ["MKVLAAG", "mkvlaag*", "GG"]}), raw)
+    data = dict(source="hub", min_length=3, max_length=50, overlength="truncate", alphabet_policy="reject",
+                test_fraction=0.0, split_salt="s")
+    report = filter_split(data, [raw], tmp_path / "out" / "sequences.parquet", tmp_path / "out" / "report.json")
+    assert report["kept"] == 1 and report["rejected"] == {"too_short": 1} and report["duplicates"] == 1
+    assert read_dataset(tmp_path / "out" / "sequences.parquet")[["id", "aliases"]].values.tolist() == [["a", "b"]]
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.fasta": ">P1\nMKVLAAG\n", "b.fasta": ">P2\nMKVLAAGW\n>P1\nGGGGGGG\n"},
+         r"b.fasta line 3, id P1: id already used by .*a.fasta line 1 for a different sequence"),
+        ({"a.fasta": ">P1\nMKVLAAG\n>P2\nMKVJAAG\n"}, r"a.fasta line 3, id P2: letter 'J' at residue 4"),
+        ({"a.fasta": ">P1\nMK\n"}, r"no sequence left after filtering 1 input records"),
+    ],
+)
+def test_streamed_errors_name_file_line_id_and_leave_no_files(tmp_path: Path, files: dict, message: str):
+    paths = [write(tmp_path / name, text) for name, text in files.items()]
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DataError, match=message):
+        filter_split_files(read_sources("fasta", paths), out / "sequences.parquet", out / "report.json",
+                           **{**DEFAULTS, "alphabet_policy": "error"})
+    assert list(out.iterdir()) == []
+
+
+def test_duplicates_log_where_the_kept_copy_was_seen(caplog):
+    records = [RawRecord("a", "MKVLAAG", "f.fasta line 1"), RawRecord("b", "MKVLAAG", "f.fasta line 3"),
+               RawRecord("c", "MKVLAAGW", "odd origin"), RawRecord("d", "MKVLAAGW", "g row 7")]
+    with caplog.at_level(logging.INFO, logger="protkit.data"):
+        df, _ = run(records)
+    assert df["aliases"].tolist() == ["b", "d"]
+    assert "id b: same sequence as f.fasta line 1, kept as alias" in caplog.text
+    assert "id d: same sequence as odd origin, kept as alias" in caplog.text

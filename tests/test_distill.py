@@ -6,16 +6,16 @@ import importlib.resources
 import json
 import math
 import sys
-import types
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root holds benchmarks/
 
 from protkit.distill import (
     DistillData,
@@ -329,21 +329,22 @@ def test_build_model_config_from_preset_and_overrides():
 
 # --- adapter over the teacher cache ----------------------------------------------------------
 @pytest.fixture
-def fake_cache(monkeypatch, teacher_data, tmp_path) -> tuple[Path, Path]:
-    """A sequences.parquet plus a stand-in for protkit.cache serving the in-memory targets."""
+def fake_cache(teacher_data, tmp_path) -> tuple[Path, Path]:
+    """A sequences.parquet (rows in another order than the cache's) plus a teacher cache of the
+    in-memory targets (fp32, per-residue targets included), in shards of 16."""
+    from benchmarks.synthetic_cache import write_cache, write_sequences
+
     train_data, test_data = teacher_data
     ids = train_data.ids + test_data.ids
+    seqs = train_data.sequences + test_data.sequences
     splits = ["train"] * len(train_data) + ["test"] * len(test_data)
-    parquet = tmp_path / "sequences.parquet"
-    pd.DataFrame({"id": ids[::-1], "sequence": (train_data.sequences + test_data.sequences)[::-1]}).to_parquet(parquet)
+    parquet = write_sequences(tmp_path / "sequences.parquet", ids[::-1], seqs[::-1], splits[::-1])
     tokens = dict(zip(ids, train_data.token_targets + test_data.token_targets))
-    manifest = {"d_model": 64, "max_length": MAX_LENGTH, "teacher": "tiny_random", "tokens": True}
     vectors = {p: np.concatenate([train_data.targets[p], test_data.targets[p]]) for p in ("cls", "mean")}
-    cache = types.ModuleType("protkit.cache")
-    cached = types.SimpleNamespace(ids=ids, splits=np.asarray(splits), vectors=vectors, manifest=manifest)
-    cache.load_pooled = lambda cache_dir: cached
-    cache.load_token_targets = lambda cache_dir, wanted: {i: tokens[i] for i in wanted}
-    monkeypatch.setitem(sys.modules, "protkit.cache", cache)
+    shards = ((ids[a:b], seqs[a:b], splits[a:b], {p: v[a:b] for p, v in vectors.items()})
+              for a, b in ((a, a + 16) for a in range(0, len(ids), 16)))
+    write_cache(tmp_path / "cache", shards, dim=64, max_length=MAX_LENGTH, store_dtype="fp32",
+                token_vectors={i: t.numpy() for i, t in tokens.items()}, teacher="tiny_random")
     return parquet, tmp_path / "cache"
 
 
@@ -359,6 +360,7 @@ def test_distill_from_cache_trains_the_variant(fake_cache, tmp_path):
     model = ProtHash.from_pretrained(tmp_path / "m")
     assert (model.config.teacher_dim, model.config.teacher, model.config.n_layers) == (64, "tiny_random", 1)
     assert math.isfinite(summary["heldout_cosine_final"]["tokens"])
+    assert not (tmp_path / "c").exists()  # checkpoints and the target store go once the model is written
 
 
 def test_distill_from_cache_refuses_another_max_length(fake_cache, tmp_path):

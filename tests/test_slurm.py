@@ -36,8 +36,8 @@ from pipeline_fixtures import (
 
 SLURM_DIR = REPO.parent / "shared" / "slurm"
 PROFILE = Path(__file__).resolve().parent / "slurm_profile"
-GPU_RULES = {"teacher_cache", "distill", "evaluate", "embed_shard"}
-CPU_RULES = {"filter_split", "quantize", "search_index", "dedup", "cluster"}
+GPU_RULES = {"teacher_cache_part", "distill", "evaluate", "embed_shard"}  # slurm_config: 2 teacher cache jobs
+CPU_RULES = {"filter_split", "teacher_cache_gather", "quantize", "search_index", "dedup", "cluster"}
 LOCAL_RULES = {"all", "random_teacher", "eval_summary", "embed_gather", "search_summary"}
 EMBEDDING = "results/embeddings/v0/PKSI.parquet"
 SETUP_SECONDS = 300
@@ -136,13 +136,15 @@ def slurm_cluster() -> Iterator[None]:
 
 # --- runs ---------------------------------------------------------------------------------------
 def slurm_config() -> dict:
-    """The tiny pipeline, one variant, 2 embedding shards; every GPU rule asks for one (fake) GPU.
+    """The tiny pipeline, one variant, a teacher cache built by 2 jobs, 2 embedding shards; every GPU rule
+    asks for one (fake) GPU.
 
     ``device: auto`` makes each GPU job log its CUDA_VISIBLE_DEVICES when it falls back to the CPU.
     One CPU and 1 GB per GPU job, so both shards fit on the 2-CPU node at once.
     """
     config = tiny_config(n_variants=1, shards=2)
     config["device"] = "auto"
+    config["teachers"]["demo_esmc"]["jobs"] = 2
     config["embed"]["models"] = ["v0"]
     config["search"]["queries"] = {}  # the search stage without query embeddings: fewer jobs to wait for
     config["resources"] = {"gpu": 1, "gpu_model": None, "cpus_per_gpu_job": 1, "mem_mb_base": 1000,
@@ -231,7 +233,8 @@ def gpu_job_logs(config: dict) -> dict[str, list[str]]:
     """The rule log files of the GPU jobs of :func:`slurm_config`, by rule."""
     variants, shards = list(config["variants"]), config["embed"]["shards"]
     return {
-        "teacher_cache": [f"logs/teacher_cache/{t}-{config['dataset']}.log" for t in config["teachers"]],
+        "teacher_cache_part": [f"logs/teacher_cache/{t}-{config['dataset']}-{p}-of-{c['jobs']}.log"
+                               for t, c in config["teachers"].items() for p in range(c["jobs"])],
         "distill": [f"logs/distill/{v}.log" for v in variants],
         "evaluate": [f"logs/evaluate/{v}.log" for v in variants],
         "embed_shard": [f"logs/embed/{m}/{name}-{i}-of-{shards}.log" for m in config["embed"]["models"]
@@ -317,7 +320,7 @@ def test_user_profile_plans_gpu_jobs_from_the_repository_root(slurm_cluster) -> 
     assert result.returncode == 0, output_of(result)[-6000:]
     assert {"teacher_cache", "distill", "evaluate"} <= set(planned_jobs(result))
     for job in planned_job_details(result):
-        if job["rule"] in GPU_RULES:
+        if job["rule"] in GPU_RULES | {"teacher_cache"}:  # the real config builds its cache in one job
             assert job["resources"].get("gpu") == "1", job
             assert job["resources"].get("slurm_partition") == "gpu", job
             # sbatch then asks for the rule's threads (resources.cpus_per_gpu_job), not a profile-wide value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -31,6 +32,7 @@ from pipeline_fixtures import (
     tiny_config,
     write_config,
 )
+from protkit.cache import load_pooled
 from protkit.config import resolve_data_path
 from protkit.embed import read_metadata
 from protkit.fasta import read_fasta
@@ -332,3 +334,63 @@ def test_killed_embedding_resumes_from_finished_shards(pipeline: Pipeline) -> No
     ids = [record.id for record in read_fasta(resolve_data_path(DEMO_PROTEOME))]
     assert pd.read_parquet(target, columns=["id"])["id"].tolist() == ids
     assert set(_tmp_files(out_dir)) <= leftovers  # the re-run leaves no temporary file of its own
+
+
+# --- a teacher cache built by several jobs (teachers.<t>.jobs) --------------------------------------
+CACHE = "results/teacher/demo_esmc/tiny"
+
+
+def _cache_jobs(config: dict, jobs: int, teacher: str = "demo_esmc") -> dict:
+    changed = copy.deepcopy(config)
+    changed["teachers"][teacher]["jobs"] = jobs
+    return changed
+
+
+def test_scattered_teacher_cache_plans_a_job_per_part_and_a_gather(tmp_path: Path) -> None:
+    configfile = write_config(tmp_path, _cache_jobs(tiny_config(), 4))
+    result = snakemake(tmp_path, configfile, "-n", "--until", "teacher_cache_gather")
+    assert planned_jobs(result) == {"filter_split": 1, "random_teacher": 1, "teacher_cache_part": 4,
+                                    "teacher_cache_gather": 1}
+    assert _wildcards(result, "teacher_cache_part", "part") == ["0", "1", "2", "3"]
+    assert set(_wildcards(result, "teacher_cache_part", "nparts")) == {"4"}
+
+
+def test_scattered_teacher_beside_a_single_job_teacher_on_gpus(tmp_path: Path) -> None:
+    config = _cache_jobs(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), 3, "esmc_600m")
+    result = snakemake(tmp_path, write_config(tmp_path, config), "-n", "teacher_caches", env=NO_NETWORK)
+    assert _jobs(result) == {"download": 1, "filter_split": 1, "teacher_cache": 1, "teacher_cache_part": 3,
+                             "teacher_cache_gather": 1, "teacher_caches": 1}
+    assert _wildcards(result, "teacher_cache", "teacher") == ["esmc_300m"]
+    assert set(_wildcards(result, "teacher_cache_part", "teacher")) == {"esmc_600m"}
+    for job in planned_job_details(result):
+        if job["rule"] in ("teacher_cache", "teacher_cache_part"):
+            assert job["resources"].get("gpu") == "1", job
+        elif job["rule"] == "teacher_cache_gather":
+            assert "gpu" not in job["resources"], job
+
+
+def test_two_job_cache_equals_the_one_job_cache(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> None:
+    workdir = tmp_path_factory.mktemp("scattered")
+    configfile = write_config(workdir, _cache_jobs(pipeline.config, 2))
+    target = f"{CACHE}/manifest.json"
+    snakemake(workdir, configfile, "--cores", "2", target)
+    single = load_pooled(pipeline.workdir / CACHE)
+
+    def check_equal() -> None:
+        scattered = load_pooled(workdir / CACHE)
+        assert scattered.manifest == {**single.manifest, "parts": 2}
+        assert scattered.ids == single.ids and scattered.splits.tolist() == single.splits.tolist()
+        for pooling, vectors in single.vectors.items():
+            np.testing.assert_array_equal(scattered.vectors[pooling], vectors)  # bit for bit
+
+    check_equal()
+    kept = {p: p.stat().st_mtime_ns for p in (workdir / CACHE / "part-0-of-2").iterdir()}
+    shutil.rmtree(workdir / CACHE / "part-1-of-2")  # a run killed while one part was being built
+    (workdir / CACHE / "manifest.json").unlink()
+    result = snakemake(workdir, configfile, "-n", target)
+    assert _jobs(result) == {"teacher_cache_part": 1, "teacher_cache_gather": 1}
+    assert [j["wildcards"] for j in planned_job_details(result) if j["rule"] == "teacher_cache_part"] == [
+        {"teacher": "demo_esmc", "dataset": "tiny", "part": "1", "nparts": "2"}]
+    snakemake(workdir, configfile, "--cores", "2", target)
+    assert {p: p.stat().st_mtime_ns for p in (workdir / CACHE / "part-0-of-2").iterdir()} == kept
+    check_equal()

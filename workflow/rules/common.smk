@@ -21,6 +21,7 @@ FILTER_REPORT = f"results/data/{DATASET}/filter_report.json"
 RAW_TABLE = f"resources/datasets/{DATASET}/raw.parquet"
 RANDOM_TEACHER = "resources/teachers/{teacher}/weights.safetensors"
 CACHE_MANIFEST = "results/teacher/{teacher}/{dataset}/manifest.json"
+CACHE_PART = "results/teacher/{teacher}/{dataset}/part-{part}-of-{nparts}/manifest.json"  # teachers.<t>.jobs > 1
 MODEL_DIR = "results/models/{variant}"
 MODEL_WEIGHTS = MODEL_DIR + "/model.safetensors"
 INT8_MARKER = MODEL_DIR + "/int8/quantization.json"
@@ -46,6 +47,8 @@ wildcard_constraints:
     query="[A-Za-z0-9_.-]+",
     shard=r"\d+",
     nshards=r"\d+",
+    part=r"\d+",
+    nparts=r"\d+",
 
 
 localrules:
@@ -77,7 +80,7 @@ def variant_teacher(wildcards):
 
 
 def variant_teacher_config(wildcards):
-    return config["teachers"][variant_teacher(wildcards)]
+    return teacher_settings(variant_teacher(wildcards))
 
 
 def variant_cache(wildcards):
@@ -90,8 +93,29 @@ def teacher_weights_spec(teacher):
     return RANDOM_TEACHER.format(teacher=teacher) if weights == "random" else weights
 
 
+def teacher_settings(teacher):
+    """A teacher's config without ``jobs``: how many jobs build its cache changes no number in it."""
+    return {k: v for k, v in config["teachers"][teacher].items() if k != "jobs"}
+
+
 def teacher_config(wildcards):
-    return config["teachers"][wildcards.teacher]
+    return teacher_settings(wildcards.teacher)
+
+
+def teachers_pattern(scattered):
+    """Wildcard pattern of the teachers whose cache is built by several jobs (or by one)."""
+    names = [t for t, c in config["teachers"].items() if (c["jobs"] > 1) == scattered]
+    return "|".join(map(re.escape, names)) if names else "$^"
+
+
+def cache_parts(wildcards):
+    """The part manifests of a cache built by teachers.<t>.jobs jobs."""
+    n = config["teachers"][wildcards.teacher]["jobs"]
+    return expand(CACHE_PART, teacher=wildcards.teacher, dataset=wildcards.dataset, part=range(n), nparts=n)
+
+
+def cache_part(wildcards):
+    return (int(wildcards.part), int(wildcards.nparts))
 
 
 def teacher_random_config(wildcards):
@@ -223,3 +247,10 @@ def cpu_mem_mb(wildcards, input, attempt):
 
 def cpu_runtime(wildcards, input, attempt):
     return int((30 + input_mb(input) / 20) * 2 ** (attempt - 1))
+
+
+def cache_gather_runtime(wildcards, input, attempt):
+    """Minutes: like cpu_runtime, but of the part caches the gather reads (files beside their manifests)."""
+    dirs = {os.path.dirname(f) for f in input.parts}
+    files = [entry.path for d in dirs if os.path.isdir(d) for entry in os.scandir(d) if entry.is_file()]
+    return int((30 + (input_mb(input) + input_mb(files)) / 20) * 2 ** (attempt - 1))

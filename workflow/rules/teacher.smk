@@ -1,5 +1,6 @@
 # Stage 2: the teacher (ESMC) embedding cache, computed once per teacher and data set and shared by
-# every variant of that teacher.
+# every variant of that teacher. With teachers.<t>.jobs: N > 1 it is built by N GPU jobs, one per part
+# of the sequences (each resumes on its own), and gathered into the same cache one job would write.
 
 
 rule random_teacher:
@@ -19,6 +20,8 @@ rule teacher_cache:
         weights=teacher_weights_input,
     output:
         CACHE_MANIFEST,
+    wildcard_constraints:
+        teacher=teachers_pattern(scattered=False),
     params:
         teacher=teacher_config,
         weights=teacher_weights,
@@ -35,3 +38,35 @@ rule teacher_cache:
         "results/benchmarks/teacher_cache/{teacher}-{dataset}.tsv"
     script:
         "../scripts/teacher_cache.py"
+
+
+use rule teacher_cache as teacher_cache_part with:
+    output:
+        CACHE_PART,
+    wildcard_constraints:
+        teacher=teachers_pattern(scattered=True),
+    params:
+        part=cache_part,  # (p, n); the other params as in teacher_cache
+    log:
+        "logs/teacher_cache/{teacher}-{dataset}-{part}-of-{nparts}.log",
+    benchmark:
+        "results/benchmarks/teacher_cache/{teacher}-{dataset}-{part}-of-{nparts}.tsv"
+
+
+rule teacher_cache_gather:
+    input:
+        sequences=SEQUENCES,
+        parts=cache_parts,
+    output:
+        CACHE_MANIFEST,
+    wildcard_constraints:
+        teacher=teachers_pattern(scattered=True),
+    resources:
+        mem_mb=cpu_mem_mb,
+        runtime=cache_gather_runtime,
+    log:
+        "logs/teacher_cache/{teacher}-{dataset}-gather.log",
+    benchmark:
+        "results/benchmarks/teacher_cache/{teacher}-{dataset}-gather.tsv"
+    script:
+        "../scripts/teacher_cache_gather.py"

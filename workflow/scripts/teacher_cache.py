@@ -1,4 +1,5 @@
-"""Rule teacher_cache: every kept sequence through the teacher once -> pooled vector shards."""
+"""Rules teacher_cache and teacher_cache_part: every kept sequence (of one part) through the teacher
+once -> pooled vector shards."""
 from protkit.cache import build_cache, teacher_from_config
 from protkit.data import read_dataset
 from protkit.logs import start_job
@@ -22,4 +23,5 @@ build_cache(
     store_dtype=teacher["store_dtype"],
     tokens=teacher["tokens"],
     shard_size=teacher["shard_size"],
+    part=snakemake.params.get("part"),  # (p, n) in rule teacher_cache_part
 )
