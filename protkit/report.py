@@ -195,6 +195,26 @@ def probes_markdown(probes: dict) -> list[str]:
     return lines
 
 
+PROBE_COLUMNS = ("probe", "model", "mcc", "macro_f1", "accuracy", "knn1_accuracy", "normalised_mcc", "n_train",
+                 "n_test", "status")
+
+
+def probe_table(probes: dict) -> pd.DataFrame:
+    """``probes.tsv``: one row per probe and model (teacher, students, random control); a skipped
+    probe is one row saying so."""
+    rows = []
+    for name, probe in probes.items():
+        if probe["status"] != "ok":
+            rows.append({"probe": name, "status": f"skipped: {probe['note']}"})
+            continue
+        for model in PROBE_MODELS:
+            r = probe["models"][model]
+            rows.append({"probe": name, "model": model, **{c: r.get(c) for c in PROBE_COLUMNS[2:7]},
+                         "n_train": probe["n_train"], "n_test": probe["n_test"],
+                         "status": "ok" if r["converged"] else "ok (not converged)"})
+    return pd.DataFrame(rows, columns=list(PROBE_COLUMNS))
+
+
 def markdown(metrics: dict) -> str:
     """``report.md`` text for one variant's metrics."""
     k, poolings = metrics["k"], metrics["poolings"]
@@ -258,7 +278,7 @@ def markdown(metrics: dict) -> str:
 
 
 def write_report(evaluation: Evaluation, out_dir: str | Path) -> None:
-    """``metrics.json``, ``report.md`` and the four PNGs of :data:`PLOTS` in ``out_dir``."""
+    """``metrics.json``, ``report.md``, ``probes.tsv`` and the four PNGs of :data:`PLOTS` in ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_histograms(evaluation, out_dir / PLOTS["histogram"])
@@ -266,6 +286,8 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> None:
     plot_throughput(evaluation.metrics, out_dir / PLOTS["throughput"])
     plot_recall_vs_size(evaluation.metrics, out_dir / PLOTS["recall_vs_size"])
     write_text(out_dir / "report.md", markdown(evaluation.metrics))
+    with atomic_path(out_dir / "probes.tsv") as tmp:
+        probe_table(evaluation.metrics["probes"]).to_csv(tmp, sep="\t", index=False, float_format="%.4f")
     write_json(out_dir / "metrics.json", evaluation.metrics)
 
 

@@ -250,8 +250,8 @@ def test_composition_baseline_is_the_ridge_fit(evaluation, splits):
 def test_report_files(evaluation, tmp_path):
     write_report(evaluation, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "cosine_histogram.png", "cosine_vs_length.png", "metrics.json", "recall_vs_bits.png", "report.md",
-        "throughput.png"]
+        "cosine_histogram.png", "cosine_vs_length.png", "metrics.json", "probes.tsv", "recall_vs_bits.png",
+        "report.md", "throughput.png"]
     for name in ("cosine_histogram.png", "cosine_vs_length.png", "throughput.png", "recall_vs_bits.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(evaluation.metrics))
@@ -272,6 +272,13 @@ def test_report_files(evaluation, tmp_path):
     assert f"| random control | {probe['random']['mcc']:.3f}" in text
     assert f"| {probe['fp32']['normalised_mcc']:.3f} |" in text
     assert "### absent\n\n*Skipped: " in text and "optional probe skipped" in text
+    # probes.tsv (the HTML report's probe table): teacher, students and random control, and the skipped probe
+    table = pd.read_csv(tmp_path / "probes.tsv", sep="\t")
+    rows = table[table["probe"] == "hydrophobic"].set_index("model")
+    assert list(rows.index) == ["teacher", "fp32", "int8", "random"]
+    assert rows.loc["random", "mcc"] == pytest.approx(probe["random"]["mcc"], abs=1e-4)
+    assert rows.loc["fp32", "normalised_mcc"] == pytest.approx(probe["fp32"]["normalised_mcc"], abs=1e-4)
+    assert table[table["probe"] == "absent"]["status"].str.startswith("skipped").all()
 
 
 def test_summarize(evaluation, tmp_path):

@@ -49,6 +49,12 @@ rule evaluate:
             category="Per variant",
             subcategory="{variant}",
         ),
+        probes=report(
+            EVAL_DIR + "/probes.tsv",
+            caption="../report/probes.rst",
+            category="Per variant",
+            subcategory="{variant}",
+        ),
     params:
         teacher_weights=variant_teacher_weights,
         teacher=variant_teacher_config,
