@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from protkit.lsh import BIT_CHOICES, CANDIDATE_FACTOR, fit_hasher, lsh_search, resolve_method
+from protkit.lsh import BIT_CHOICES, CANDIDATE_FACTOR, Hasher, fit_hasher, lsh_search
 from protkit.neighbours import drop_self, exact_topk, recall_at_k
 from protkit.vectors import normalise
 
@@ -38,11 +38,9 @@ def neighbour_recall(reference: np.ndarray, candidate: np.ndarray, k: int = 10) 
     return recall_at_k(self_neighbours(normalise(reference), k), self_neighbours(normalise(candidate), k))
 
 
-def lsh_self_neighbours(unit: np.ndarray, bits: int, k: int, seed: int, rerank: bool) -> np.ndarray:
-    """Each unit row's ``k`` nearest other rows by LSH search of the set's own ``bits``-bit codes:
+def lsh_self_neighbours(unit: np.ndarray, hasher: Hasher, codes: np.ndarray, k: int, rerank: bool) -> np.ndarray:
+    """Each unit row's ``k`` nearest other rows by LSH search of the set's own ``codes`` (N, bits / 8):
     Hamming only, or (``rerank``) Hamming candidates re-ranked by cosine.  # (N, k)"""
-    hasher = fit_hasher(unit, bits, seed)
-    codes = hasher.encode(unit)  # (N, bits / 8)
     out = np.empty((len(unit), k), np.int64)
     for start in range(0, len(unit), QUERY_BLOCK):
         queries = unit[start:start + QUERY_BLOCK]  # (b, D)
@@ -65,12 +63,14 @@ def lsh_agreement(
     teacher_nn, student_nn = self_neighbours(normalise(teacher), k), self_neighbours(unit, k)
     rows = []
     for b in bits:
-        hamming = lsh_self_neighbours(unit, b, k, seed, rerank=False)
-        reranked = lsh_self_neighbours(unit, b, k, seed, rerank=True)
+        hasher = fit_hasher(unit, int(b), seed)  # planes as protkit hash picks them
+        codes = hasher.encode(unit)  # (N, bits / 8)
+        hamming = lsh_self_neighbours(unit, hasher, codes, k, rerank=False)
+        reranked = lsh_self_neighbours(unit, hasher, codes, k, rerank=True)
         rows.append({
             "bits": int(b),
             "bytes": int(b) // 8,
-            "method": resolve_method("auto", int(b), *unit.shape),  # as protkit hash picks it
+            "method": hasher.method,
             "teacher_recall": recall_at_k(teacher_nn, hamming),
             "student_recall_hamming": recall_at_k(student_nn, hamming),
             "student_recall_reranked": recall_at_k(student_nn, reranked),

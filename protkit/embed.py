@@ -50,11 +50,11 @@ from protkit.fasta import FastaRecord, read_fasta
 from protkit.models.esmc_weights import file_sha256
 from protkit.residues import STORE_TYPES, residues_table
 from protkit.tokenize import encode_one
+from protkit.vectors import METADATA_KEY, write_parquet
 
 log = logging.getLogger(__name__)
 
 OVERLENGTH = ("truncate", "drop", "error")
-METADATA_KEY = b"protkit"
 POOLED_CHUNK_RESIDUES = 1 << 18  # residues per resumable part
 RESIDUE_CHUNK_RESIDUES = 1 << 16  # smaller parts when per-residue vectors are kept in memory
 RUN_FILE = "run.json"
@@ -286,8 +286,8 @@ def _embed_part(
     if per_residue is not None:
         table = residues_table(columns["id"].to_pylist(), columns["truncated"].to_pylist(),
                                [per_residue[i] for i in which], embedder.dim, s.store_dtype)
-        _write_table(table, meta, directory / residues_name)
-    _write_table(pa.table(columns), meta, directory / pooled_name)
+        write_parquet(table, meta, directory / residues_name)
+    write_parquet(pa.table(columns), meta, directory / pooled_name)
 
 
 def _vector_column(vectors: np.ndarray, store_dtype: str) -> pa.FixedSizeListArray:
@@ -295,12 +295,6 @@ def _vector_column(vectors: np.ndarray, store_dtype: str) -> pa.FixedSizeListArr
     arrow_type, numpy_type = STORE_TYPES[store_dtype]
     flat = vectors.astype(numpy_type).reshape(-1)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat, type=arrow_type), vectors.shape[1])
-
-
-def _write_table(table: pa.Table, meta: dict, out_parquet: str | Path) -> None:
-    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-    with atomic_path(out_parquet) as tmp:
-        pq.write_table(table, tmp)
 
 
 def _merge(part_paths: Sequence[Path], meta: dict, out_parquet: str | Path) -> None:
@@ -447,5 +441,5 @@ def gather_shards(shard_paths: Sequence[str | Path], out_parquet: str | Path) ->
     for key in ("dropped", "rejected"):
         meta[key] = sorted((d for m in metas for d in m.get(key, [])), key=lambda d: d["line"])
     meta["shards"] = count
-    _write_table(table, meta, out_parquet)
+    write_parquet(table, meta, out_parquet)
     return Path(out_parquet)

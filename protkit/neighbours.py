@@ -18,7 +18,7 @@ def exact_topk(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
     index = faiss.IndexFlatIP(database.shape[1])
     index.add(np.ascontiguousarray(database, dtype=np.float32))
     scores, indices = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    return _mark_missing(scores, indices)
+    return mark_missing(scores, indices)
 
 
 def rerank(database: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +60,7 @@ def drop_self(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarr
     return indices, scores
 
 
-def _mark_missing(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mark_missing(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS results with int64 indices and score -inf where no neighbour was found (index -1)."""
     indices = indices.astype(np.int64)
     return np.where(indices >= 0, scores, -np.inf).astype(np.float32), indices

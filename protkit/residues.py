@@ -22,8 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from protkit.vectors import METADATA_KEY
+
 STORE_TYPES = {"fp32": (pa.float32(), np.float32), "fp16": (pa.float16(), np.float16)}
-METADATA_KEY = b"protkit"
 
 
 def residues_table(

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 import protkit
 from protkit.atomic import atomic_dir, write_json
+from protkit.neighbours import mark_missing
 from protkit.vectors import Embeddings, SearchError, model_source
 
 INDEX_KINDS = ("auto", "exact", "hnsw")
@@ -51,9 +52,7 @@ class VectorIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Cosine scores (Q, k) and row indices (Q, k) (-1 where fewer than k rows)."""
         k = max(1, min(k, len(self.ids)))
-        scores, indices = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        indices = indices.astype(np.int64)
-        return np.where(indices >= 0, scores, -np.inf).astype(np.float32), indices
+        return mark_missing(*self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k))
 
 
 def choose_kind(kind: str, n: int) -> str:
