@@ -120,11 +120,18 @@ def query_embeddings(query: str | Path, target: Target, model: str | None, int8:
     from protkit.embedder_loading import load_embedder
 
     recorded, recorded_int8 = recorded_model(target)
-    model = model or recorded
-    if not model:
+    if not (model or recorded):
         raise SearchError(f"{target.path} records no model; pass --model to embed {query}")
-    embedder = load_embedder(model, int8=recorded_int8 if int8 is None else int8, poolings=[pooling],
-                             **{k: v for k, v in embed_options.items() if k in ("device", "backend", "precision")})
+    loading = {k: v for k, v in embed_options.items() if k in ("device", "backend", "precision")}
+    try:
+        embedder = load_embedder(model or recorded, int8=recorded_int8 if int8 is None else int8, poolings=[pooling],
+                                 **loading)
+    except (FileNotFoundError, ValueError) as err:
+        if model:
+            raise
+        raise SearchError(f"{query} is not an embeddings file, so it is read as FASTA and embedded with the model "
+                          f"{target.path} records, which does not load here ({' '.join(str(err).split())}); "
+                          "pass --model") from err
     with tempfile.TemporaryDirectory(prefix="protkit-search-") as tmp:
         out = Path(tmp) / "queries.parquet"
         embed_fasta(embedder, query, out, poolings=[pooling], resume=False,

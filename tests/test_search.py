@@ -316,3 +316,17 @@ def test_itq_wider_than_the_vectors_is_one_error_line(planted: Planted, tmp_path
     line = error_line(capsys, "hash", "--embeddings", planted.embeddings, "--bits", "128", "--method", "itq",
                       "--output", tmp_path / "c.parquet")
     assert "ITQ" in line and str(planted.embeddings) in line and not (tmp_path / "c.parquet").exists()
+
+
+def test_fasta_query_with_an_unloadable_recorded_model_says_pass_model(planted: Planted, tmp_path: Path,
+                                                                       capsys) -> None:
+    import shutil
+
+    index = tmp_path / "moved.index"
+    shutil.copytree(planted.index, index)
+    meta = json.loads((index / "index.json").read_text())
+    meta["model"]["model"] = str(tmp_path / "gone")  # the model directory moved away since indexing
+    (index / "index.json").write_text(json.dumps(meta))
+    line = error_line(capsys, "search", "--index", index, "--query", planted.fasta, "--output", tmp_path / "h.parquet")
+    assert str(planted.fasta) in line and str(tmp_path / "gone") in line and line.endswith("pass --model")
+    assert not (tmp_path / "h.parquet").exists()
