@@ -20,13 +20,12 @@ if __package__ in (None, ""):
 import torch
 
 from benchmarks.common import (
-    Goal, Result, Table, device_name, forward_flops, interleaved, length_summary, matmul_peak,
-    max_relative_l2, nonembedding_params, rate, residues, sample_note, sample_proteins, spread, strided_rounds,
-    tokenize,
+    Goal, Result, Table, device_name, forward_flops, interleaved, length_summary, matmul_peak, max_relative_l2,
+    nonembedding_params, rate, residues, sample_note, sample_proteins, spread, strided_rounds, tokenize,
 )
-from protkit.batching import chunks, token_budget_batches
-from protkit.models.esmc import ESMC, ESMC_PRESETS, ESMCConfig
-from protkit.tokenize import pad_batch
+from protkit.models.esmc.model import ESMC, ESMC_PRESETS, ESMCConfig
+from protkit.sequences.batching import chunks, token_budget_batches
+from protkit.sequences.tokenize import pad_batch
 
 KEY, TITLE = "B1", "teacher: protkit ESMC vs esm ESMC (300M, fp32)"
 GOAL = 1.2

@@ -1,6 +1,6 @@
 """B2 student vs teacher: ProtHash-V2-384-Tiny against protkit's esmc_300m (both seeded random
 weights, fp32), on B1's sequences with the same length-sorted token-budget batching, through
-protkit's embedding loop (``protkit.embedders.pooled_embeddings``, mean pooling). On a CPU the
+protkit's embedding loop (``protkit.embed.embedder.pooled_embeddings``, mean pooling). On a CPU the
 student also runs as ``protkit embed`` runs it there (onnxruntime fp32, and int8 with ``--int8``),
 and the goal takes the fastest student path whose vectors keep cosine >= 0.999 to torch fp32."""
 
@@ -22,10 +22,10 @@ from benchmarks.common import (
     nonembedding_params, rate, residues, sample_note, sample_proteins, saved_student, scratch_cache, spread,
     strided_rounds, student_model, tokenize,
 )
-from protkit.embedder_loading import load_embedder
-from protkit.embedders import student_forward, teacher_forward
-from protkit.models.esmc_weights import random_esmc
-from protkit.tokenize import pad_batch
+from protkit.embed.embedder import student_forward, teacher_forward
+from protkit.embed.loading import load_embedder
+from protkit.models.esmc.weights import random_esmc
+from protkit.sequences.tokenize import pad_batch
 
 KEY, TITLE = "B2", "student vs teacher: ProtHash-V2-384-Tiny vs esmc_300m"
 GOAL = 50.0
@@ -101,7 +101,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
                              f"min cosine to torch fp32 {best_cosine:.5f} >= {GOAL_COSINE}"))
     result.notes += [
         f"Same sequences as B1 ({sample_note(s.max_residues)}) and the same batching for both models: "
-        f"protkit.embedders.pooled_embeddings (length-sorted, {s.max_tokens} padded tokens per batch, mean pooling, "
+        f"protkit.embed.embedder.pooled_embeddings (length-sorted, {s.max_tokens} padded tokens per batch, mean pooling, "
         "inference_mode).",
         f"Students timed {STUDENT_REPEATS} times per round (median), teacher once. On a CPU the student also "
         "runs in onnxruntime (fp32 and int8, loaded by load_embedder as protkit embed does); the goal row names "

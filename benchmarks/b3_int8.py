@@ -1,9 +1,9 @@
 """B3 int8 vs fp32 student, eager and under ``torch.compile``.
 
 The student (ProtHash-V2-384-Tiny, seeded random weights) is quantized with
-``protkit.quantize.quantize_model`` (torchao int8: ``int8_dynamic`` = int8 weights and dynamic
+``protkit.models.prothash.int8.quantize_model`` (torchao int8: ``int8_dynamic`` = int8 weights and dynamic
 per-token int8 activations; ``int8_weight_only``), and every variant embeds the same sequences
-through ``protkit.embedders.pooled_embeddings`` (length-sorted token-budget batches, mean pooling in
+through ``protkit.embed.embedder.pooled_embeddings`` (length-sorted token-budget batches, mean pooling in
 the teacher's width, i.e. ``embed_teacher``). Compiled variants use
 ``torch.compile(dynamic=True)``; a compile failure is reported in the table, not raised.
 """
@@ -26,8 +26,8 @@ from benchmarks.common import (
     Goal, Result, Table, cosines, device_name, embedder, interleaved, length_summary, rate, residues, sample_note,
     sample_proteins, spread, strided_rounds, student_model, tokenize,
 )
-from protkit.embedders import student_forward
-from protkit.quantize import quantize_model
+from protkit.embed.embedder import student_forward
+from protkit.models.prothash.int8 import quantize_model
 
 log = logging.getLogger("benchmarks.b3")
 
@@ -144,7 +144,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     result.notes += [
         f"Student: {'tiny test config' if quick else 'ProtHash-V2-384-Tiny'}, seeded random weights (no trained "
         "student is needed for speed; cosines of a trained student can differ). Quantized with "
-        "protkit.quantize.quantize_model (every nn.Linear, adapter included; embeddings rounded to fp16).",
+        "protkit.models.prothash.int8.quantize_model (every nn.Linear, adapter included; embeddings rounded to fp16).",
         f"Sequences: {sample_note(s.max_residues)}.",
         "Compiled variants: torch.compile(dynamic=True) with inductor freezing (weights as constants, prepacked "
         "by oneDNN; without it int8 compiled ran slower than fp32 compiled here), compiled before timing on one "

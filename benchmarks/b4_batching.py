@@ -23,9 +23,9 @@ from benchmarks.common import (
     Goal, Result, Table, batch_runner, cosines, device_name, embedder, interleaved, length_summary, rate, residues,
     sample_note, sample_proteins, saved_student, scratch_cache, spread, strided_rounds, student_model, tokenize,
 )
-from protkit.embedder_loading import default_max_tokens, load_embedder
-from protkit.embedders import student_forward
-from protkit.models.prothash import ProtHash
+from protkit.embed.embedder import student_forward
+from protkit.embed.loading import default_max_tokens, load_embedder
+from protkit.models.prothash.model import ProtHash
 
 KEY, TITLE = "B4", "batching: sorted padded batches vs one sequence at a time"
 GOAL = 3.0  # torch sorted batches vs one at a time
@@ -101,7 +101,7 @@ def _measure(variants, tokens: list[list[int]], s: Settings, device: torch.devic
     result.notes += [
         f"Model: {'tiny test config' if quick else 'ProtHash-V2-384-Tiny'}, seeded random weights, fp32.",
         f"Sequences: {sample_note(s.max_residues)}.",
-        "Batched: protkit.embedders.pooled_embeddings (torch, length-sorted, key-padding mask), and the runner "
+        "Batched: protkit.embed.embedder.pooled_embeddings (torch, length-sorted, key-padding mask), and the runner "
         "and token budget protkit embed picks by default for the device. One at a time: "
         "ProtHash.embed_teacher on a (1, L) batch without a mask, as ProtHash's own examples call the model.",
     ]

@@ -20,12 +20,14 @@ from benchmarks.common import (
     Goal, Result, Table, device_name, interleaved, length_summary, rate, residues, sample_proteins, spread,
     student_model, tokenize,
 )
-from protkit.distill import DistillData, TrainConfig, _encode, _optimizer, distill_loss
-from protkit.models.esmc import ESMC, ESMC_PRESETS, ESMCConfig
-from protkit.models.esmc_weights import random_esmc
-from protkit.models.prothash import ProtHash
-from protkit.pooling import pool
-from protkit.tokenize import pad_batch
+from protkit.distill.config import TrainConfig
+from protkit.distill.objectives import DistillData, distill_loss, encode_split
+from protkit.distill.schedule import build_optimizer
+from protkit.models.esmc.model import ESMC, ESMC_PRESETS, ESMCConfig
+from protkit.models.esmc.weights import random_esmc
+from protkit.models.prothash.model import ProtHash
+from protkit.sequences.pooling import pool
+from protkit.sequences.tokenize import pad_batch
 
 KEY, TITLE = "B5", "distillation step: cached targets vs teacher on the fly"
 GOAL = 10.0
@@ -62,8 +64,8 @@ class Step:
     def __call__(self, targets: dict[str, np.ndarray]) -> tuple[float, dict[str, torch.Tensor]]:
         """Loss of the step and the weights after it."""
         cfg, model = self.cfg, self.student
-        enc = _encode(DistillData(self.sequences, targets), cfg.max_length, cfg, model.config.teacher_dim, "train", "bench")
-        optimizer = _optimizer(model, cfg)
+        enc = encode_split(DistillData(self.sequences, targets), cfg.max_length, cfg, model.config.teacher_dim, "train", "bench")
+        optimizer = build_optimizer(model, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss = distill_loss(model, enc, list(range(len(self.sequences))), cfg, self.device, autocast=False)
         loss.backward()
@@ -120,7 +122,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
         f"Batch: {s.batch_size} DeepLoc proteins of at most {s.max_residues} residues (a CPU budget for the teacher), "
         "one padded batch; objective pooled (cls + mean), AdamW, gradient clipping, as protkit.distill trains.",
         "Cached targets are in memory here; protkit.distill reads a batch's rows from its on-disk target store "
-        "(protkit.targets, one pread per batch, not timed). The step from cache is timed 3 times per round (median).",
+        "(protkit.distill.store, one pread per batch, not timed). The step from cache is timed 3 times per round (median).",
         f"Correctness: both steps give the same loss (relative difference {loss_gap:.1e}) and the same weights "
         f"(max difference {weight_gap:.1e}).",
     ]

@@ -1,7 +1,7 @@
 """B6 scaling: embedding throughput against the number of sequences (should stay flat), and peak
 resident memory against the maximum sequence length, each length measured in a fresh subprocess.
 
-Throughput: tokenization (``encode_one``) plus ``protkit.embedders.pooled_embeddings`` (the embed
+Throughput: tokenization (``encode_one``) plus ``protkit.embed.embedder.pooled_embeddings`` (the embed
 stage's batched loop) of the student, for growing nested samples. Memory: a subprocess
 (``python benchmarks/b6_scaling.py --probe-memory L``) builds the student, then embeds proteins of
 at least ``L`` residues truncated to ``L`` tokens; it reports its resident memory before embedding
@@ -29,7 +29,7 @@ from benchmarks.common import (
     DATA_DIR, REPO_ROOT, Goal, Result, Table, cosines, device_name, load_proteins, rate, residues, sample_proteins,
     student_model, synchronize, tokenize,
 )
-from protkit.embedders import pooled_embeddings, student_forward
+from protkit.embed.embedder import pooled_embeddings, student_forward
 
 KEY, TITLE = "B6", "scaling: throughput vs number of sequences, memory vs sequence length"
 FLATNESS = 0.8  # residues/s of every size relative to the smallest size timed beside it
@@ -51,7 +51,7 @@ QUICK = Settings((8, 16), 130, 1024, (64, 128), 2)
 
 def embed_all(model, sequences: list[str], max_length: int, max_tokens: int, device: torch.device) -> np.ndarray:
     """Tokenize and embed ``sequences`` (mean pooling, teacher width).  # (N, D)"""
-    from protkit.tokenize import encode_one
+    from protkit.sequences.tokenize import encode_one
 
     tokens = [encode_one(s, max_length) for s in sequences]
     return pooled_embeddings(student_forward(model), tokens, ["mean"], model.config.teacher_dim, max_tokens, device)["mean"]

@@ -2,8 +2,8 @@
 
 Same model (ProtHash-V2-384-Tiny, seeded random weights), same sequences (real proteins of at
 most 510 residues), same length-sorted batches, all through protkit's embedding loop
-(``protkit.embedders.embed_token_lists``) with the runners ``protkit embed`` uses
-(``protkit.embedder_loading.load_embedder`` on a saved student directory): torch eager fp32 (the
+(``protkit.embed.embedder.embed_token_lists``) with the runners ``protkit embed`` uses
+(``protkit.embed.loading.load_embedder`` on a saved student directory): torch eager fp32 (the
 baseline), onnxruntime fp32 and onnxruntime int8 (``quantize_dynamic``, per-channel, reduce_range;
 torchao's int8 is B3's). Beside each: cosine to torch fp32 and the share
 of this machine's fp32 matmul peak, measured in the same run. A second table times every token
@@ -24,11 +24,11 @@ if __package__ in (None, ""):
 import torch
 
 from benchmarks.common import (
-    Goal, Result, Table, batch_runner, cosines, device_name, forward_flops, interleaved, length_summary,
-    matmul_peak, nonembedding_params, rate, residues, sample_note, sample_proteins, saved_student, scratch_cache, spread,
+    Goal, Result, Table, batch_runner, cosines, device_name, forward_flops, interleaved, length_summary, matmul_peak,
+    nonembedding_params, rate, residues, sample_note, sample_proteins, saved_student, scratch_cache, spread,
     strided_rounds, student_model, tokenize,
 )
-from protkit.embedder_loading import CPU_MAX_TOKENS, load_embedder
+from protkit.embed.loading import CPU_MAX_TOKENS, load_embedder
 
 KEY, TITLE = "B7", "CPU backends: torch vs onnxruntime, fp32 vs int8, token budgets"
 GOAL_SPEEDUP, GOAL_COSINE = 1.5, 0.999  # best CPU path vs torch eager fp32, at this cosine

@@ -7,11 +7,11 @@ the teacher cache built by 1 vs 2 jobs.
 (b) A short distillation (``protkit.distill.distill_from_cache``, a tiny student, a few steps) from
     synthetic pooled teacher caches (:func:`write_synthetic_cache`, through
     :mod:`benchmarks.synthetic_cache`: the manifest and ``pooled-*.parquet`` shards of
-    ``protkit.cache``, random fp16 vectors, and a matching ``sequences.parquet``) of two sizes;
+    ``protkit.teacher.build``, random fp16 vectors, and a matching ``sequences.parquet``) of two sizes;
     goal: the larger cache's peak within 1.2x of the smaller's.
 (c) The teacher cache of one sequences table built by one job (all cores) and by two jobs
     (``build_cache(..., part=(p, 2))``, one core each, run side by side, then
-    ``protkit.cache_parts.gather_cache_parts``), wall clock of the whole; CPU-bound on a 2-core
+    ``protkit.teacher.parts.gather_cache_parts``), wall clock of the whole; CPU-bound on a 2-core
     machine, so the ratio measures the overhead of parts and gather, not a speed-up.
 
 Every measured run is a fresh subprocess started by a small launcher process, and its peak is the
@@ -50,10 +50,10 @@ import torch
 
 from benchmarks.common import REPO_ROOT, Goal, Result, Table, device_name, load_proteins, log, sample_proteins
 from benchmarks.planted import AMINO_ACIDS
-from protkit import fasta
-from protkit.config import resolve_data_path
-from protkit.data import split_of
-from protkit.data_table import RowGroupWriter
+from protkit.data.filter import split_of
+from protkit.data.table import RowGroupWriter
+from protkit.io.paths import resolve_data_path
+from protkit.sequences import fasta
 
 KEY, TITLE = "B9", "scaling to UniRef50: peak memory vs data size (filter_split, distillation), teacher cache jobs"
 PROTEOME = "pyhmmer:tests/data/seqs/938293.PRJEB85.HG003687.faa"  # as in config/demo.yaml
@@ -117,7 +117,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "imported_kb": importe
 PROBE_CACHE = STATUS + """
 import json, sys, time
 import torch
-from protkit.cache import build_cache, teacher_from_config
+from protkit.teacher import build_cache, teacher_from_config
 from protkit.data import read_dataset
 threads, part = int(sys.argv[4]), json.loads(sys.argv[5])
 torch.set_num_threads(threads)
@@ -132,7 +132,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "vmhwm_kb": status_kb(
 """
 PROBE_GATHER = STATUS + """
 import json, sys, time
-from protkit.cache_parts import gather_cache_parts
+from protkit.teacher.parts import gather_cache_parts
 from protkit.data import read_dataset
 start = time.perf_counter()
 gather_cache_parts(json.loads(sys.argv[2]), sys.argv[3], read_dataset(sys.argv[1]))
@@ -294,7 +294,7 @@ def write_synthetic_cache(
 ) -> dict:
     """A complete pooled teacher cache of ``n`` rows (``mean`` pooling, fp16 random vectors of
     ``dim``) and the matching sequences table, written by :mod:`benchmarks.synthetic_cache` (the
-    cache format of ``protkit.cache``) shard by shard. Sequence ``i`` is real:
+    cache format of ``protkit.teacher.build``) shard by shard. Sequence ``i`` is real:
     ``sequences[i % len(sequences)]`` truncated to ``max_length - 2`` residues, id ``s{i}``."""
     from benchmarks.synthetic_cache import write_cache, write_sequences
 
@@ -367,15 +367,17 @@ def cache_jobs(s: Settings, data_dir: Path, work: Path, result: Result) -> Table
                   f"on {os.cpu_count()} cores", ["build", "jobs x torch threads", "wall s", "peak RSS per job",
                                                 "wall vs 1 job"])
     try:
-        from protkit.cache import build_cache
-        from protkit.cache_parts import gather_cache_parts, part_dir  # noqa: F401 (checks the API exists)
+        from protkit.teacher.build import build_cache
+        from protkit.teacher.layout import part_dir
+        from protkit.teacher.parts import gather_cache_parts
 
         if "part" not in inspect.signature(build_cache).parameters:
-            raise ImportError("protkit.cache.build_cache has no part argument")
+            raise ImportError("protkit.teacher.build.build_cache has no part argument")
     except ImportError as err:
         table.rows.append(["SKIPPED", "-", "-", "-", f"no part/gather API yet ({err})"])
         return table
-    from protkit.cache import load_pooled, write_random_teacher
+    from protkit.teacher.loading import write_random_teacher
+    from protkit.teacher.read import load_pooled
 
     weights = write_random_teacher(RANDOM_TEACHER, work / "teacher.safetensors")
     proteins = {p.id: p.sequence[:s.cache_residues] for p in sample_proteins(s.cache_proteins, data_dir)}

@@ -31,10 +31,11 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from protkit.embedders import BatchRunner, embed_token_lists, pooled_embeddings
-from protkit.fasta import read_fasta
-from protkit.models.prothash import PRESETS, ProtHash, ProtHashConfig
-from protkit.tokenize import encode_one
+from protkit.embed.embedder import BatchRunner, embed_token_lists, pooled_embeddings
+from protkit.models.prothash.config import PRESETS, ProtHashConfig
+from protkit.models.prothash.model import ProtHash
+from protkit.sequences.fasta import read_fasta
+from protkit.sequences.tokenize import encode_one
 
 log = logging.getLogger("benchmarks")
 
@@ -150,7 +151,7 @@ def student_model(quick: bool, device: torch.device, seed: int = 0) -> ProtHash:
 
 def embedder(forward: Callable, tokens: list[list[int]], dim: int, max_tokens: int, device: torch.device) -> Runner:
     """A runner: ``{item: mean-pooled vector (dim,)}`` of ``items``, through protkit's embedding loop
-    (``protkit.embedders.pooled_embeddings``: length-sorted token-budget batches, inference mode)."""
+    (``protkit.embed.embedder.pooled_embeddings``: length-sorted token-budget batches, inference mode)."""
     def run(items: Sequence[int]) -> dict[int, np.ndarray]:
         items = list(items)
         vectors = pooled_embeddings(forward, [tokens[i] for i in items], ["mean"], dim, max_tokens, device)["mean"]

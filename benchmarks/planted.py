@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from protkit import fasta
+from protkit.sequences import fasta
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 LEVELS = (0.98, 0.95, 0.90, 0.80)

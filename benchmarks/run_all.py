@@ -30,7 +30,7 @@ from benchmarks import (
 from benchmarks.common import (
     DATA_DIR, FASTA_FILES, REPO_ROOT, Result, Table, devices, execute, machine_line, shell_command, today,
 )
-from protkit.atomic import write_text
+from protkit.io.atomic import write_text
 
 BENCHMARKS = {m.KEY: m for m in (b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling, b7_backends,
                                   b8_search, b9_scaling_memory)}

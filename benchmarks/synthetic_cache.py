@@ -46,7 +46,8 @@ def write_cache(
     """Write a complete teacher cache from ``shards``: ``(ids, sequences, splits, {pooling: (n, D)})``
     one shard at a time (every shard but the last equally long); ``token_vectors`` (id -> ``(L_i, D)``)
     adds per-residue shards. Returns the manifest."""
-    from protkit.cache import META_KEY, cache_fingerprint, pooled_name, tokens_name
+    from protkit.io.metadata import metadata_entry
+    from protkit.teacher.layout import cache_fingerprint, pooled_name, tokens_name
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -57,7 +58,7 @@ def write_cache(
     names, token_names, n, shard_size = [], [], 0, 0
     for k, (ids, seqs, splits, vectors) in enumerate(shards):
         rows = hashlib.sha256("".join(f"{i}\t{s}\t{p}\n" for i, s, p in zip(ids, seqs, splits)).encode()).hexdigest()
-        meta = {META_KEY: json.dumps({"fingerprint": fingerprint, "rows_sha256": rows}, sort_keys=True)}
+        meta = metadata_entry({"fingerprint": fingerprint, "rows_sha256": rows})
         columns = {"id": pa.array(ids, pa.string()), "split": pa.array(splits, pa.string())}
         for p in poolings:  # (n, D)
             flat = pa.array(np.ascontiguousarray(vectors[p], dtype=numpy_type).ravel(), type=arrow_type)
@@ -83,7 +84,7 @@ def write_cache(
 
 def write_sequences(path: str | Path, ids: Sequence[str], sequences: Sequence[str], splits: Sequence[str]) -> Path:
     """A ``sequences.parquet`` in the data stage's schema (no aliases)."""
-    from protkit.data import SCHEMA
+    from protkit.data.table import SCHEMA
 
     table = pa.table({
         "id": pa.array(ids, pa.string()), "sequence": pa.array(sequences, pa.string()),
@@ -148,7 +149,7 @@ def _child(parquet: str, cache: str, work: str) -> None:
     Linux carries the forking parent's peak into the child's ``ru_maxrss`` at exec."""
     import time
 
-    from protkit.distill import distill_from_cache
+    from protkit.distill.run import distill_from_cache
 
     work_dir, imported, start = Path(work), _status_kib("VmRSS"), time.perf_counter()
     summary = distill_from_cache(parquet, cache, TINY_VARIANT, work_dir / "model", work_dir / "ckpt",

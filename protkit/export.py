@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from protkit.model_files import ModelKind, classify_model
-from protkit.models.esmc_weights import file_sha256
-from protkit.models.prothash_format import ModelFormatError, export_prothash, load_pretrained_dir
+from protkit.io.digests import file_sha256
+from protkit.models.names import WEIGHTS_FILE
+from protkit.models.prothash.checkpoint import ModelFormatError
+from protkit.models.prothash.convert import export_prothash
+from protkit.models.prothash.model import load_pretrained_dir
+from protkit.models.resolve import ModelKind, classify_model
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +21,8 @@ def export_model(model: str | Path, fmt: str, output: str | Path, int8: bool = F
     """Export the fp32 student ``model`` (directory or Hub id) as ``fmt`` to ``output``.
 
     ``prothash``: a directory for ``prothash.model.ProtHash.from_pretrained`` (see
-    :func:`~protkit.models.prothash_format.export_prothash`). ``onnx``: one ``.onnx`` file (see
-    :mod:`protkit.onnx_export`); ``int8`` adds the int8 weight quantization shipped for ONNX.
+    :func:`~protkit.models.prothash.convert.export_prothash`). ``onnx``: one ``.onnx`` file (see
+    :mod:`protkit.onnx.export`); ``int8`` adds the int8 weight quantization shipped for ONNX.
     """
     if fmt not in FORMATS:
         raise ModelFormatError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -36,9 +39,9 @@ def export_model(model: str | Path, fmt: str, output: str | Path, int8: bool = F
     if fmt == "prothash":
         out = export_prothash(found.path, output)
     else:
-        from protkit.onnx_export import export_onnx
+        from protkit.onnx.export import export_onnx
 
-        weights = found.path / "model.safetensors"
+        weights = found.path / WEIGHTS_FILE
         out = export_onnx(load_pretrained_dir(found.path), output, weights_sha256=file_sha256(weights), int8=int8)
     log.info("exported %s as %s to %s", model, fmt, out)
     return Path(out)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 
 if TYPE_CHECKING:
-    from protkit.fasta import FastaRecord
+    from protkit.sequences.fasta import FastaRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(REPO_ROOT))  # the repository root holds benchmarks/ (tests reuse its data helpers)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,7 +52,7 @@ def shared_fastas(shared_data: Path) -> list[Path]:
 @pytest.fixture(scope="session")
 def shared_records(shared_fastas: list[Path]) -> list[FastaRecord]:
     """Every record of every ``../shared/data/*.fasta`` file, in file order (read once)."""
-    from protkit.fasta import read_fasta
+    from protkit.sequences.fasta import read_fasta
 
     return [record for path in shared_fastas for record in read_fasta(path)]
 
@@ -99,7 +101,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved random tiny student (``TINY_STUDENT``) with its int8 artifact in ``int8/``."""
     import torch
 
-    from protkit.models.prothash import ProtHash, ProtHashConfig
+    from protkit.models.prothash.config import ProtHashConfig
+    from protkit.models.prothash.model import ProtHash
     from protkit.quantize import quantize_pretrained
 
     directory = tmp_path_factory.mktemp("model")

@@ -4,14 +4,11 @@ and a --quick smoke run of B1-B8 through run_all.py on the real protein data."""
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root holds benchmarks/
 
 from benchmarks import b6_scaling, b8_search, common, planted, run_all
 from benchmarks.common import Goal, Result, Table
@@ -208,8 +205,8 @@ def test_b9_synthetic_cache_is_a_readable_teacher_cache(tmp_path: Path) -> None:
     import pandas as pd
 
     from benchmarks import b9_scaling_memory as b9
-    from protkit.cache import load_pooled
-    from protkit.data import read_dataset
+    from protkit.data.table import read_dataset
+    from protkit.teacher.read import load_pooled
 
     manifest = b9.write_synthetic_cache(["MKVLAAGIVW" * 20, "GGA" * 30], 50, 16, tmp_path / "cache",
                                         tmp_path / "sequences.parquet", max_length=34, shard_size=16, test_fraction=0.2)

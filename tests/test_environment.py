@@ -4,7 +4,11 @@ installed packages agree with each other."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,8 +78,38 @@ def test_conda_env_python_and_esm_post_step(conda_env: dict, repo_root: Path) ->
     esm = read_pins(repo_root / "requirements" / "esm.txt")
     assert list(esm) == ["esm"], "requirements/esm.txt should pin esm and nothing else"
     text = (repo_root / "envs" / "protkit.yaml").read_text()
-    assert f"pip install --no-deps esm=={esm['esm']}" in text, "envs/protkit.yaml must document the esm post-step"
-    assert "pip install --no-deps -e ." in text
+    assert "pip install --no-deps -r requirements/esm.txt" in text, "envs/protkit.yaml must document the esm step"
+    assert "pip install --no-deps ." in text
+
+
+def source_copy(repo_root: Path, destination: Path) -> Path:
+    """What ``pip install .`` reads, copied (an in-tree build would leave build/ in the repository)."""
+    for name in ("pyproject.toml", "README.md", "requirements/esm.txt", "envs/protkit.post-deploy.sh"):
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo_root / name, destination / name)
+    shutil.copytree(repo_root / "protkit", destination / "protkit", ignore=shutil.ignore_patterns("__pycache__"))
+    return destination
+
+
+def test_post_deploy_script_installs_esm_and_protkit(repo_root: Path, tmp_path: Path) -> None:
+    """envs/protkit.post-deploy.sh, run as Snakemake runs it (in the new environment, from another
+    directory, PROTKIT_SOURCE set by the Snakefile), installs esm and protkit itself, not editable."""
+    env, source = tmp_path / "env", source_copy(repo_root, tmp_path / "source")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(env)], check=True)
+    pip_env = {**os.environ, "PATH": f"{env / 'bin'}{os.pathsep}{os.environ['PATH']}", "PROTKIT_SOURCE": str(source),
+               "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONNOUSERSITE": "1"}
+    pip_env.pop("PYTHONPATH", None)
+    script = source / "envs" / "protkit.post-deploy.sh"
+    done = subprocess.run(["bash", str(script)], cwd=tmp_path, env=pip_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    probe = ("import importlib.metadata as m, protkit;"
+             "print(m.version('esm'), m.version('protkit'), protkit.__file__,"
+             " any(str(f) == 'protkit/config/schema.yaml' for f in m.files('protkit')))")
+    shown = subprocess.run([str(env / "bin" / "python"), "-c", probe], cwd=tmp_path, env=pip_env,
+                           capture_output=True, text=True, check=True).stdout.split()
+    esm = read_pins(repo_root / "requirements" / "esm.txt")["esm"]
+    assert shown[:2] == [esm, "0.1.0"] and shown[3] == "True"
+    assert Path(shown[2]).is_relative_to(env), f"protkit imported from {shown[2]}, not the new environment"
 
 
 def test_top_level_pins_agree_with_the_lock(repo_root: Path, lock: dict[str, str]) -> None:
@@ -115,3 +149,25 @@ def test_every_pin_mentioned_in_the_conda_file_is_current(repo_root: Path, lock:
     mentioned = re.findall(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9][A-Za-z0-9.+!_-]*)", text)
     stale = {f"{name}=={version}" for name, version in mentioned if known.get(normalize(name)) != version}
     assert not stale, f"envs/protkit.yaml mentions pins that are not in requirements/: {sorted(stale)}"
+
+
+def test_non_editable_install_runs_the_cli_and_validates_a_config(repo_root: Path, tmp_path: Path) -> None:
+    """``pip install .`` (not editable) carries everything protkit reads at run time, the config
+    schema included: its CLI starts and a configuration validates outside the repository."""
+    target, source = tmp_path / "site", source_copy(repo_root, tmp_path / "source")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(target), str(source)],
+                   check=True, capture_output=True, timeout=600)
+    assert not list(target.glob("__editable__*")) and (target / "protkit" / "config" / "schema.yaml").is_file()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    cli = subprocess.run([str(target / "bin" / "protkit"), "--help"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert cli.returncode == 0 and "embed" in cli.stdout and "search" in cli.stdout, cli.stderr
+    probe = ("import sys, protkit; from protkit.config import load;"
+             f"config = load({str(repo_root / 'config' / 'demo.yaml')!r});"
+             "print(protkit.__file__); print(config['teachers']['demo_esmc']['shard_size'])")
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    where, shard_size = shown.stdout.split()
+    assert Path(where).is_relative_to(target) and shard_size == "512"

@@ -3,12 +3,19 @@
 import os
 import re
 
-import protkit.config as pkcfg
+from protkit.config import ConfigError, is_int8, validate, variant_of
+from protkit.io.paths import DataPathError, resolve_data_path
+from protkit.sequences.tokenize import token_count
 
 try:
-    pkcfg.validate(config)
-except pkcfg.ConfigError as err:
+    validate(config)  # the schema and every check across keys, before any job is planned
+except ConfigError as err:
     raise WorkflowError(str(err))
+
+# Every rule that runs protkit uses this environment (envs/protkit.post-deploy.sh installs esm and protkit
+# itself into it, from the repository that holds this Snakefile).
+PROTKIT_ENV = "../../envs/protkit.yaml"
+os.environ.setdefault("PROTKIT_SOURCE", workflow.basedir)
 
 DATASET = config["dataset"]
 VARIANTS = list(config["variants"])
@@ -144,29 +151,42 @@ def filter_inputs(wildcards):
     data = config["data"]
     if data["source"] == "hub":
         return [RAW_TABLE]
-    return [str(pkcfg.resolve_data_path(p)) for p in data["paths"]]
+    return [str(data_path(p)) for p in data["paths"]]
 
 
 def embed_input_fasta(wildcards):
     """A file of embed.inputs, or of search.queries (embedded the same way)."""
     files = {**SEARCH["queries"], **EMBED["inputs"]}
-    return str(pkcfg.resolve_data_path(files[wildcards.name]))
+    return str(data_path(files[wildcards.name]))
+
+
+def data_path(spec):
+    """A configured input file (``package:relative/path`` resolved in the installed package)."""
+    try:
+        return resolve_data_path(spec)
+    except DataPathError as err:
+        raise WorkflowError(str(err))
+
+
+def teacher_max_length():
+    """Tokens per sequence in the teacher cache: data.max_length residues plus CLS and EOS."""
+    return token_count(config["data"]["max_length"])
 
 
 def embed_model_inputs(wildcards):
-    variant = pkcfg.variant_of(wildcards.model)
+    variant = variant_of(wildcards.model)
     files = [MODEL_WEIGHTS.format(variant=variant)]
-    if pkcfg.is_int8(wildcards.model):
+    if is_int8(wildcards.model):
         files.append(INT8_MARKER.format(variant=variant))
     return files
 
 
 def embed_model_dir(wildcards):
-    return MODEL_DIR.format(variant=pkcfg.variant_of(wildcards.model))
+    return MODEL_DIR.format(variant=variant_of(wildcards.model))
 
 
 def embed_model_is_int8(wildcards):
-    return pkcfg.is_int8(wildcards.model)
+    return is_int8(wildcards.model)
 
 
 def embed_shards(wildcards):
@@ -178,14 +198,9 @@ def embedding_targets():
     return expand(EMBED_OUT, model=EMBED["models"], name=list(EMBED["inputs"]))
 
 
-def search_min_score_args():
-    return [] if SEARCH["min_score"] is None else ["--min-score", str(SEARCH["min_score"])]
-
-
-def cluster_args():
-    if SEARCH["cluster_k"] is not None:
-        return ["--k", str(SEARCH["cluster_k"])]
-    return ["--threshold", str(SEARCH["cluster_threshold"])]
+def query_embeddings(wildcards):
+    """The embeddings of a search.queries file (embedded by the embed rules like an input)."""
+    return EMBED_OUT.format(model=wildcards.model, name=wildcards.query)
 
 
 def search_outputs():

@@ -6,6 +6,8 @@ rule download:
         RAW_TABLE,
     params:
         hub=config["data"].get("hub", {}),
+    conda:
+        PROTKIT_ENV
     log:
         f"logs/download/{DATASET}.log",
     script:
@@ -23,7 +25,11 @@ rule filter_split:
     resources:
         mem_mb=cpu_mem_mb,
         runtime=cpu_runtime,
+    conda:
+        PROTKIT_ENV
     log:
         f"logs/filter_split/{DATASET}.log",
+    benchmark:
+        f"results/benchmarks/filter_split/{DATASET}.tsv"
     script:
         "../scripts/filter_split.py"

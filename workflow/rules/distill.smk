@@ -21,6 +21,8 @@ rule distill:
         **gpu_resources(),
         mem_mb=gpu_mem_mb,
         runtime=gpu_runtime,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/distill/{variant}.log",
     benchmark:

@@ -19,6 +19,8 @@ rule embed_shard:
         **gpu_resources(),
         mem_mb=gpu_mem_mb,
         runtime=gpu_runtime,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/embed/{model}/{name}-{shard}-of-{nshards}.log",
     benchmark:
@@ -32,6 +34,8 @@ rule embed_gather:
         embed_shards,
     output:
         EMBED_OUT,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/embed/{model}/{name}-gather.log",
     script:

@@ -1,12 +1,9 @@
 # Stage 5: evaluation on the held-out split: cosine to the teacher (fp32 and int8), baselines,
 # neighbour agreement (exact and LSH codes), probes, throughput; per-variant report and a summary
 # across variants.
-from protkit.probes import ProbeError, probe_specs
+from protkit.evaluate.probes import probe_specs
 
-try:
-    PROBES = probe_specs(config["probes"])  # checked before any job runs: errors name the key
-except ProbeError as err:
-    raise WorkflowError(str(err))
+PROBES = probe_specs(config["probes"])  # already checked with the configuration (common.smk)
 
 
 def probe_inputs(wildcards):
@@ -67,6 +64,8 @@ rule evaluate:
         **gpu_resources(),
         mem_mb=gpu_mem_mb,
         runtime=gpu_runtime,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/evaluate/{variant}.log",
     benchmark:
@@ -81,6 +80,8 @@ rule eval_summary:
     output:
         table=report(EVAL_SUMMARY, caption="../report/summary_table.rst", category="Summary"),
         plot=report("results/eval/summary.png", caption="../report/summary_plot.rst", category="Summary"),
+    conda:
+        PROTKIT_ENV
     log:
         "logs/evaluate/summary.log",
     script:

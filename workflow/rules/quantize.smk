@@ -12,6 +12,8 @@ rule quantize:
     resources:
         mem_mb=cpu_mem_mb,
         runtime=cpu_runtime,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/quantize/{variant}.log",
     script:

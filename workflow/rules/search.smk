@@ -1,5 +1,6 @@
 # Stage 7: search, near-duplicates and clusters on the embeddings of every embed.inputs file, per
-# embed.models model. search.queries files are embedded by the stage-6 rules like inputs.
+# embed.models model. search.queries files are embedded by the stage-6 rules like inputs. Each rule
+# calls the protkit function its command (protkit index, search, dedup, cluster) calls.
 
 
 rule search_index:
@@ -8,36 +9,43 @@ rule search_index:
     output:
         directory(SEARCH_INDEX),
     params:
-        argv=lambda wildcards, input, output: ["index", "--embeddings", input[0], "--output", output[0],
-                                                "--pooling", SEARCH["pooling"], "--kind", SEARCH["index_kind"]],
+        pooling=SEARCH["pooling"],
+        kind=SEARCH["index_kind"],
     threads: RES["cpus_per_gpu_job"]
     resources:
         mem_mb=cpu_mem_mb,
         runtime=cpu_runtime,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/search/{model}/{name}-index.log",
+    benchmark:
+        "results/benchmarks/search/{model}/{name}-index.tsv"
     script:
-        "../scripts/protkit_command.py"
+        "../scripts/search_index.py"
 
 
 rule search_queries:
     input:
         index=SEARCH_INDEX,
-        queries=lambda wildcards: EMBED_OUT.format(model=wildcards.model, name=wildcards.query),
+        queries=query_embeddings,
     output:
         SEARCH_HITS,
     params:
-        argv=lambda wildcards, input, output: ["search", "--index", input.index, "--query", input.queries,
-                                                "--output", output[0], "--k", str(SEARCH["k"]),
-                                                *search_min_score_args()],
+        k=SEARCH["k"],
+        min_score=SEARCH["min_score"],
     threads: RES["cpus_per_gpu_job"]
     resources:
         mem_mb=cpu_mem_mb,
         runtime=cpu_runtime,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/search/{model}/{name}-hits-{query}.log",
+    benchmark:
+        "results/benchmarks/search/{model}/{name}-hits-{query}.tsv"
     script:
-        "../scripts/protkit_command.py"
+        "../scripts/search_queries.py"
 
 
 rule dedup:
@@ -46,17 +54,20 @@ rule dedup:
     output:
         SEARCH_DEDUP,
     params:
-        argv=lambda wildcards, input, output: ["dedup", "--embeddings", input[0], "--output", output[0],
-                                                "--pooling", SEARCH["pooling"],
-                                                "--threshold", str(SEARCH["dedup_threshold"])],
+        pooling=SEARCH["pooling"],
+        threshold=SEARCH["dedup_threshold"],
     threads: RES["cpus_per_gpu_job"]
     resources:
         mem_mb=cpu_mem_mb,
         runtime=cpu_runtime,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/search/{model}/{name}-dedup.log",
+    benchmark:
+        "results/benchmarks/search/{model}/{name}-dedup.tsv"
     script:
-        "../scripts/protkit_command.py"
+        "../scripts/dedup.py"
 
 
 rule cluster:
@@ -65,16 +76,21 @@ rule cluster:
     output:
         SEARCH_CLUSTERS,
     params:
-        argv=lambda wildcards, input, output: ["cluster", "--embeddings", input[0], "--output", output[0],
-                                                "--pooling", SEARCH["pooling"], *cluster_args()],
+        pooling=SEARCH["pooling"],
+        k=SEARCH["cluster_k"],
+        threshold=SEARCH["cluster_threshold"],
     threads: RES["cpus_per_gpu_job"]
     resources:
         mem_mb=cpu_mem_mb,
         runtime=cpu_runtime,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/search/{model}/{name}-cluster.log",
+    benchmark:
+        "results/benchmarks/search/{model}/{name}-cluster.tsv"
     script:
-        "../scripts/protkit_command.py"
+        "../scripts/cluster.py"
 
 
 rule search_summary:
@@ -82,6 +98,8 @@ rule search_summary:
         search_outputs(),
     output:
         report(SEARCH_SUMMARY, caption="../report/search_summary.rst", category="Search"),
+    conda:
+        PROTKIT_ENV
     log:
         "logs/search/summary.log",
     script:

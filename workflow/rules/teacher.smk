@@ -8,6 +8,8 @@ rule random_teacher:
         RANDOM_TEACHER,
     params:
         random=teacher_random_config,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/random_teacher/{teacher}.log",
     script:
@@ -25,13 +27,15 @@ rule teacher_cache:
     params:
         teacher=teacher_config,
         weights=teacher_weights,
-        max_length=config["data"]["max_length"] + 2,  # tokens: residues + CLS + EOS
+        max_length=teacher_max_length(),
         device=config["device"],
     threads: RES["cpus_per_gpu_job"]
     resources:
         **gpu_resources(),
         mem_mb=gpu_mem_mb,
         runtime=gpu_runtime,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/teacher_cache/{teacher}-{dataset}.log",
     benchmark:
@@ -64,6 +68,8 @@ rule teacher_cache_gather:
     resources:
         mem_mb=cpu_mem_mb,
         runtime=cache_gather_runtime,
+    conda:
+        PROTKIT_ENV
     log:
         "logs/teacher_cache/{teacher}-{dataset}-gather.log",
     benchmark:

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from protkit.distill import distill_from_cache
-from protkit.logs import start_job
+from protkit.io.logs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 distill_from_cache(

@@ -1,6 +1,6 @@
 """Rule download: a Hugging Face dataset -> parquet table (id, sequence)."""
 from protkit.data import download_hub_dataset
-from protkit.logs import start_job
+from protkit.io.logs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 hub = snakemake.params.hub

@@ -1,7 +1,6 @@
 """Rule embed_shard: one shard (round-robin records) of a FASTA file through a student."""
-from protkit.embed import embed_fasta
-from protkit.embedder_loading import load_embedder
-from protkit.logs import start_job
+from protkit.embed import embed_fasta, load_embedder
+from protkit.io.logs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 settings = snakemake.params.settings

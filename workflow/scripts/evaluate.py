@@ -2,9 +2,8 @@
 agreement, probes, throughput; then metrics.json, report.md and the plots."""
 from pathlib import Path
 
-from protkit.evaluate import evaluate_variant
-from protkit.logs import start_job
-from protkit.report import write_report
+from protkit.evaluate import evaluate_variant, write_report
+from protkit.io.logs import start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 settings, teacher = snakemake.params.settings, snakemake.params.teacher

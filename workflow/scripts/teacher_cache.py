@@ -1,8 +1,8 @@
 """Rules teacher_cache and teacher_cache_part: every kept sequence (of one part) through the teacher
 once -> pooled vector shards."""
-from protkit.cache import build_cache, teacher_from_config
 from protkit.data import read_dataset
-from protkit.logs import start_job
+from protkit.io.logs import start_job
+from protkit.teacher import build_cache, teacher_from_config
 
 start_job(snakemake.log[0], snakemake.threads)
 teacher = snakemake.params.teacher

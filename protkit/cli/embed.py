@@ -1,0 +1,103 @@
+"""The ``protkit embed`` and ``protkit export`` commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from protkit.cli.types import pooling_list, positive_int
+from protkit.embed.loading import BACKENDS, CPU_MAX_TOKENS, CUDA_MAX_TOKENS
+from protkit.embed.settings import OVERLENGTH
+from protkit.export import FORMATS as EXPORT_FORMATS
+from protkit.models.device import PRECISIONS
+from protkit.sequences.alphabet import ALPHABET_POLICIES
+from protkit.sequences.pooling import POOLINGS
+
+
+def add_embed(commands: argparse._SubParsersAction) -> None:
+    embed = commands.add_parser(
+        "embed",
+        help="embed the sequences of a FASTA file into a parquet file",
+        description="Embed every record of a FASTA file (.gz ok) with a ProtHash student or the ESMC teacher. "
+        "Output: parquet with id, length, truncated and one vector column per pooling, in FASTA order. "
+        "A killed run re-started with the same arguments resumes from its finished parts.",
+    )
+    embed.add_argument("--model", required=True,
+                       help="student directory (results/models/VARIANT, or one written by the prothash package), "
+                       "Hugging Face Hub id, .onnx file, or the teacher: esmc_300m, esmc_600m, an ESMC weights file")
+    embed.add_argument("--input", required=True, help="FASTA file (plain or gzip)")
+    embed.add_argument("--output", required=True, help="output parquet file (written atomically)")
+    embed.add_argument("--pooling", type=pooling_list, default=["mean"],
+                       help=f"comma-separated: {', '.join(POOLINGS)} (default: mean)")
+    embed.add_argument("--per-residue", metavar="FILE", default=None,
+                       help="also write per-residue vectors (CLS/EOS removed) to this parquet file; read it with "
+                       "protkit.embed.residues.read_residues")
+    embed.add_argument("--max-tokens", type=positive_int, default=None,
+                       help=f"padded tokens per batch (default: {CPU_MAX_TOKENS} on a CPU, {CUDA_MAX_TOKENS} on a GPU: "
+                       "the fastest measured, README 'Backends')")
+    embed.add_argument("--max-length", type=positive_int, default=None,
+                       help="tokens per sequence incl. CLS/EOS (default: the model's context length)")
+    embed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    embed.add_argument("--backend", default="auto", choices=BACKENDS,
+                       help="students: torch or onnxruntime (default auto: onnxruntime for pooled fp32/int8 vectors on "
+                       "the CPU, the fastest measured; torch on GPUs, for --precision bf16/fp16 and --per-residue)")
+    embed.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="float type of the forward pass (default fp32; bf16/fp16 for GPUs)")
+    embed.add_argument("--int8", action="store_true",
+                       help="int8 student: torch uses MODEL/int8/ (torchao); onnxruntime its own dynamic int8 (see README)")
+    embed.add_argument("--fp16", action="store_true", help="store vectors as float16 (half the file size)")
+    embed.add_argument("--overlength", choices=OVERLENGTH, default="truncate",
+                       help="sequences longer than --max-length: truncate (default), drop or error")
+    embed.add_argument("--alphabet", choices=ALPHABET_POLICIES, default="reject",
+                       help="records with letters that are not amino acids: reject (skip, listed in the "
+                       "metadata; default) or error")
+    embed.add_argument("--chunk-residues", type=positive_int, default=None,
+                       help="residues per resumable part (default 262144; 65536 with --per-residue)")
+    embed.add_argument("--no-resume", action="store_true", help="discard an unfinished run of this output")
+
+
+def add_export(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a student in the prothash package's format or as ONNX",
+        description="prothash: a directory that prothash.model.ProtHash.from_pretrained loads (CLS vectors "
+        "equal protkit's). onnx: inputs input_ids, attention_mask (B, L); outputs cls, mean, max (teacher "
+        "width) and cls_native, mean_native, max_native.",
+    )
+    export.add_argument("--model", required=True, help="student directory or Hugging Face Hub id (fp32)")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("--output", required=True, help="output directory (prothash) or .onnx file (onnx)")
+    export.add_argument("--int8", action="store_true", help="onnx only: the int8 ONNX model (see README)")
+
+
+def run_embed(args: argparse.Namespace) -> None:
+    """``protkit embed``: load the model, embed the FASTA file."""
+    from protkit.embed.loading import load_embedder
+    from protkit.embed.run import embed_fasta
+
+    if not Path(args.input).is_file():
+        raise FileNotFoundError(f"input FASTA {args.input}: no such file")
+    embedder = load_embedder(args.model, int8=args.int8, precision=args.precision, backend=args.backend,
+                             device=args.device, per_residue=args.per_residue is not None,
+                             poolings=args.pooling)
+    embed_fasta(
+        embedder,
+        args.input,
+        args.output,
+        poolings=args.pooling,
+        max_tokens=args.max_tokens,
+        max_length=args.max_length,
+        overlength=args.overlength,
+        alphabet=args.alphabet,
+        store_dtype="fp16" if args.fp16 else "fp32",
+        per_residue=args.per_residue,
+        chunk_residues=args.chunk_residues,
+        resume=not args.no_resume,
+    )
+
+
+def run_export(args: argparse.Namespace) -> None:
+    """``protkit export``: write the student in another format."""
+    from protkit.export import export_model
+
+    export_model(args.model, args.format, args.output, int8=args.int8)

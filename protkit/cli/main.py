@@ -1,0 +1,71 @@
+"""``protkit`` command line.
+
+- ``protkit embed --model MODEL --input X.fasta --output Y.parquet``: embed with a student or the teacher;
+- ``protkit export --model DIR --format prothash|onnx --output OUT``: a student in another format;
+- ``protkit index|search|dedup|cluster|hash``: search and group embedded proteins (:mod:`protkit.cli.search`).
+
+The commands live in :mod:`protkit.cli.embed` and :mod:`protkit.cli.search`; argument types in
+:mod:`protkit.cli.types`.
+
+User errors (missing or malformed files, foreign model formats, bad options) print one
+``protkit: error: ...`` line and exit with status 2, without a traceback and without an output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+import protkit
+from protkit.cli.embed import add_embed, add_export, run_embed, run_export
+from protkit.cli.search import add_commands, run_search
+
+log = logging.getLogger("protkit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="protkit", description=protkit.__doc__)
+    parser.add_argument("--version", action="version", version=f"protkit {protkit.__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_embed(commands)
+    add_export(commands)
+    add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``protkit`` script; returns the exit status."""
+    from protkit.embed.embedder import EmbedError
+    from protkit.io.metadata import FileFormatError
+    from protkit.models.prothash.checkpoint import ModelFormatError
+    from protkit.onnx.export import OnnxExportError
+    from protkit.onnx.session import OnnxModelError
+    from protkit.sequences.fasta import FastaError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs which CPU build it picked
+    try:
+        if args.command == "embed":
+            run_embed(args)
+        elif args.command == "export":
+            run_export(args)
+        else:
+            run_search(args)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+            FastaError, EmbedError, ModelFormatError, OnnxExportError, OnnxModelError, FileFormatError) as err:
+        message = " ".join(str(err).split())  # one line, whatever the library wrote
+        print(f"protkit: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("protkit: interrupted; finished parts are kept for a re-run with the same arguments", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Checks of the workflow configuration across keys, after the schema: names that must refer to
+each other, and every variant's settings as the distill job will read them (architecture, training,
+QAT, against its teacher's cache), probes and the random demo teacher. Each problem is one
+``key: message`` line."""
+
+from __future__ import annotations
+
+from protkit.distill.config import CacheFacts, variant_settings
+from protkit.evaluate.probes import ProbeError, probe_specs
+from protkit.models.names import TEACHER_WIDTHS
+from protkit.sequences.tokenize import token_count
+from protkit.teacher.loading import random_teacher_config
+
+INT8_SUFFIX = "-int8"  # embed.models: a variant's name with this suffix means its int8 model
+
+
+def variant_of(model: str) -> str:
+    """``V-int8`` -> ``V``; ``V`` -> ``V``."""
+    return model[: -len(INT8_SUFFIX)] if model.endswith(INT8_SUFFIX) else model
+
+
+def is_int8(model: str) -> bool:
+    return model.endswith(INT8_SUFFIX)
+
+
+def cross_checks(config: dict) -> list[str]:
+    """Every problem of a schema-valid ``config`` (defaults filled in), as ``key: message`` lines."""
+    problems = _reference_problems(config) + _search_problems(config)
+    if problems:  # later checks look names up
+        return problems
+    return _teacher_problems(config) + _variant_problems(config) + _evaluate_problems(config) + _probe_problems(config)
+
+
+def _reference_problems(config: dict) -> list[str]:
+    problems: list[str] = []
+    teachers = config["teachers"]
+    for name, teacher in teachers.items():
+        if teacher["weights"] == "random" and "random" not in teacher:
+            problems.append(f"teachers.{name}.random: required when weights is 'random'")
+    for name, variant in config["variants"].items():
+        if variant["teacher"] not in teachers:
+            problems.append(
+                f"variants.{name}.teacher: {variant['teacher']!r} is not a key of teachers ({', '.join(teachers)})"
+            )
+        if "preset" not in variant and "d_model" not in variant.get("architecture", {}):
+            problems.append(f"variants.{name}: give a preset or architecture.d_model")
+    if config["data"]["source"] == "hub" and "hub" not in config["data"]:
+        problems.append("data.hub: required when data.source is 'hub'")
+    if config["data"]["source"] in ("fasta", "parquet") and not config["data"].get("paths"):
+        problems.append(f"data.paths: required when data.source is {config['data']['source']!r}")
+    for i, model in enumerate(config.get("embed", {}).get("models", [])):
+        if variant_of(model) not in config["variants"]:
+            problems.append(f"embed.models[{i}]: {model!r} names no variant ({', '.join(config['variants'])})")
+    return problems
+
+
+def _search_problems(config: dict) -> list[str]:
+    search, embed = config.get("search", {}), config.get("embed", {})
+    problems = []
+    if search.get("pooling", "mean") not in embed.get("poolings", ["mean"]):
+        problems.append(f"search.pooling: {search['pooling']!r} is not in embed.poolings ({', '.join(embed['poolings'])})")
+    for name in set(search.get("queries", {})) & set(embed.get("inputs", {})):
+        problems.append(f"search.queries.{name}: the name is taken by embed.inputs.{name}; rename one")
+    if search.get("cluster_k") is not None and search.get("cluster_threshold") is not None:
+        problems.append("search: give at most one of cluster_k and cluster_threshold")
+    return problems
+
+
+def _teacher_problems(config: dict) -> list[str]:
+    """The random demo teacher's architecture (the random_teacher job builds it)."""
+    problems = []
+    for name, teacher in config["teachers"].items():
+        if teacher["weights"] != "random":
+            continue
+        try:
+            architecture, _ = random_teacher_config(teacher["random"])
+        except (TypeError, ValueError) as err:
+            problems.append(f"teachers.{name}.random: {err}")
+            continue
+        if architecture.d_model % architecture.n_heads or architecture.d_head % 2:
+            problems.append(f"teachers.{name}.random: d_model ({architecture.d_model}) must be n_heads "
+                            f"({architecture.n_heads}) times an even head width")
+    return problems
+
+
+def teacher_width(teacher: dict) -> int | None:
+    """A teacher's hidden width when the configuration tells it (a released model or the random
+    teacher), else None (a weights file: known once it is read)."""
+    if teacher["weights"] == "random":
+        return int(teacher["random"]["d_model"])
+    return TEACHER_WIDTHS.get(teacher["weights"])
+
+
+def _variant_problems(config: dict) -> list[str]:
+    """Each variant's settings as the distill job reads them, against its teacher's cache."""
+    problems = []
+    for name, variant in config["variants"].items():
+        teacher = config["teachers"][variant["teacher"]]
+        cache = CacheFacts(teacher_dim=teacher_width(teacher), teacher=variant["teacher"],
+                           max_length=token_count(config["data"]["max_length"]), poolings=teacher["poolings"],
+                           tokens=teacher["tokens"])
+        try:
+            variant_settings(variant, cache, f"variants.{name}")
+        except ValueError as err:
+            problems.append(str(err))
+    return problems
+
+
+def _evaluate_problems(config: dict) -> list[str]:
+    wanted = config["evaluate"]["poolings"]
+    problems = []
+    for teacher in sorted({v["teacher"] for v in config["variants"].values()}):
+        cached = config["teachers"][teacher]["poolings"]
+        missing = [p for p in wanted if p not in cached]
+        if missing:
+            problems.append(f"evaluate.poolings: {', '.join(missing)} not cached by teachers.{teacher} (poolings: "
+                            f"{', '.join(cached)})")
+    return problems
+
+
+def _probe_problems(config: dict) -> list[str]:
+    try:
+        probe_specs(config["probes"])
+    except ProbeError as err:
+        return [str(err)]
+    return []

@@ -1,0 +1,127 @@
+"""``--model`` to :class:`~protkit.embed.embedder.Embedder`: what a model argument names, which backend
+runs it, and the batching defaults, with errors that name the file.
+
+The CPU defaults come from the B7 benchmark (docs/benchmarks.md; README, "Backends"): on CPU a
+fp32 student runs in onnxruntime (the fastest fp32 path measured, vectors equal to torch's to
+~1e-6), in batches of :data:`CPU_MAX_TOKENS` padded tokens; on CUDA everything runs in torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from protkit.embed.embedder import Embedder, EmbedError, student_runner, teacher_runner
+from protkit.io.digests import file_sha256
+from protkit.models.device import DTYPES, PRECISIONS, resolve_device
+from protkit.models.esmc.model import CONTEXT_LENGTH as ESMC_CONTEXT
+from protkit.models.resolve import FoundModel, ModelKind, classify_model, load_student, load_teacher_weights
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+CPU_MAX_TOKENS = 1024  # padded tokens per batch on the CPU: the fastest budget in B7 (larger ones ran slower)
+CUDA_MAX_TOKENS = 65536
+
+
+def load_embedder(
+    model: str | Path,
+    *,
+    int8: bool = False,
+    precision: str = "fp32",
+    backend: str = "auto",
+    device: str | torch.device = "auto",
+    per_residue: bool = False,
+    poolings: Sequence[str] | None = None,
+) -> Embedder:
+    """An :class:`Embedder` for ``model``:
+
+    - ``esmc_300m`` / ``esmc_600m`` (the Hub's weights, through its cache), an ESMC weights file
+      (``.pth``/``.safetensors``) or a Hub-like ESMC directory (``data/weights/*.pth``): the teacher;
+    - a student directory (protkit's ``config.json`` + ``model.safetensors``, or the ``prothash``
+      package's), an int8 artifact directory (``quantization.json``), or a Hub id of a student;
+    - an ``.onnx`` file written by ``protkit export --format onnx`` (onnxruntime backend).
+
+    ``int8``: torch: the student's ``int8/`` artifact (quantized now when absent); onnxruntime: its
+    own dynamic int8. ``precision``: the float type of the forward pass (fp32, bf16, fp16).
+    ``backend``: ``torch``, ``onnxruntime`` (students on the CPU) or ``auto`` (:func:`choose_backend`).
+    ``per_residue``: per-residue vectors will be asked for (torch only). ``poolings``: the poolings
+    that will be asked for; onnxruntime exports a graph with just those (onnxruntime runs every node
+    of a graph, and ``max`` costs ~7%), default all.
+    """
+    if precision not in PRECISIONS:
+        raise EmbedError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if backend not in BACKENDS:
+        raise EmbedError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    device = resolve_device(device) if isinstance(device, str) else device
+    found = classify_model(model)
+    if found.kind == ModelKind.TEACHER:
+        if int8:
+            raise EmbedError(f"model {model}: --int8 is for ProtHash students; the ESMC teacher runs in fp32/bf16/fp16")
+        if backend == "onnxruntime":
+            raise EmbedError(f"model {model}: the onnxruntime backend runs ProtHash students only; use --backend torch")
+        return _teacher(str(model), found.path, precision, device)
+    if found.kind == ModelKind.ONNX:
+        if backend == "torch":
+            raise EmbedError(f"model {model}: an ONNX file runs in onnxruntime; for --backend torch pass the "
+                             "student directory")
+        chosen = "onnxruntime"
+    else:
+        chosen = choose_backend(backend, device, precision, per_residue, found.kind == ModelKind.STUDENT)
+    if chosen == "onnxruntime":
+        if per_residue:
+            raise EmbedError(f"model {model}: per-residue vectors need --backend torch (and a student "
+                             "directory, not an .onnx file)")
+        if precision != "fp32":
+            raise EmbedError(f"model {model}: the onnxruntime backend runs fp32 (or --int8); use --backend torch "
+                             f"with a student directory for --precision {precision}")
+        from protkit.embed.onnx_backend import onnx_embedder
+
+        return onnx_embedder(str(model), found, int8=int8, device=device, poolings=poolings)
+    return _torch_student(str(model), found, int8, precision, device)
+
+
+def choose_backend(backend: str, device: torch.device, precision: str, per_residue: bool, fp32_student: bool) -> str:
+    """``auto``: onnxruntime for an fp32-weights student on the CPU asked for pooled fp32 vectors
+    (fastest measured, B7), torch otherwise (GPUs, bf16/fp16, per-residue, int8 artifacts)."""
+    if backend != "auto":
+        return backend
+    onnx_ok = device.type == "cpu" and precision == "fp32" and not per_residue and fp32_student
+    if onnx_ok and importlib.util.find_spec("onnxruntime") is not None:
+        return "onnxruntime"
+    return "torch"
+
+
+def default_max_tokens(embedder: Embedder) -> int:
+    """Padded tokens per batch when none is given: the measured best for the device (README, B7)."""
+    return CUDA_MAX_TOKENS if embedder.device.type == "cuda" else CPU_MAX_TOKENS
+
+
+def _teacher(source: str, weights: Path, precision: str, device: torch.device) -> Embedder:
+    teacher = load_teacher_weights(weights, device, DTYPES[precision])
+    config = {**teacher.config.to_dict(), "weights": str(weights)}
+    return Embedder(
+        source=source, kind="teacher", fingerprint=file_sha256(weights), dim=teacher.config.d_model,
+        context_length=ESMC_CONTEXT, config=config, runner=teacher_runner(teacher), device=device,
+        precision=precision, model=teacher,
+    )
+
+
+def _torch_student(source: str, found: FoundModel, int8: bool, precision: str, device: torch.device) -> Embedder:
+    student = load_student(found, int8=int8)
+    if student.quantization is not None and precision != "fp32":
+        raise EmbedError(f"model {source}: an int8 model runs with fp32 activations; drop --precision {precision}")
+    dtype = DTYPES[precision]
+    net = student.model.to(device) if student.quantization else student.model.to(device=device, dtype=dtype)
+    net.eval()
+    config = net.config
+    return Embedder(
+        source=source, kind="student", fingerprint=student.fingerprint, dim=config.teacher_dim,
+        context_length=config.context_length, config=config.to_dict(), runner=student_runner(net, dtype),
+        device=device, precision=precision, quantization=student.quantization, model=net,
+        extra={"model_format": student.format},
+    )

@@ -1,0 +1,27 @@
+"""Data paths of the configuration: plain files, or files inside an installed Python package."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+
+class DataPathError(ValueError):
+    """A ``package:relative/path`` that names no installed package or no file in it."""
+
+
+def resolve_data_path(spec: str) -> Path:
+    """A file path, or ``package:relative/path`` resolved inside an installed Python package
+    (the demo uses ``pyhmmer:tests/data/seqs/938293.PRJEB85.HG003687.faa``)."""
+    if ":" in spec and not Path(spec).exists():
+        package, _, relative = spec.partition(":")
+        if package.isidentifier():
+            try:
+                root = importlib.resources.files(package)
+            except ModuleNotFoundError as err:
+                raise DataPathError(f"data path {spec!r}: package {package!r} is not installed") from err
+            path = Path(str(root / relative))
+            if not path.exists():
+                raise DataPathError(f"data path {spec!r}: {relative} not found in package {package}")
+            return path
+    return Path(spec)

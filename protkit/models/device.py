@@ -1,0 +1,38 @@
+"""Device and dtype selection with a CPU fallback."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = tuple(DTYPES)  # fp32, bf16, fp16: the float types a forward pass may run in
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU. ``cuda`` without a GPU falls back to CPU with a
+    warning (a SLURM GPU job on a node whose GPU is invisible should still finish)."""
+    if requested not in ("auto", "cpu", "cuda") and not requested.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {requested!r}")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda" if requested == "auto" else requested)
+    if requested != "auto" or os.environ.get("CUDA_VISIBLE_DEVICES"):
+        log.warning(
+            "CUDA requested (device=%s, CUDA_VISIBLE_DEVICES=%s) but no CUDA device is usable; running on CPU",
+            requested, os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        )
+    return torch.device("cpu")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``fp32``/``bf16``/``fp16`` -> torch dtype."""
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}") from None

@@ -1,0 +1,193 @@
+"""A teacher cache built by several jobs ("parts") and joined into one.
+
+``teachers.<t>.jobs: N`` splits the sequences table into N disjoint parts by a hash of each sequence
+(:func:`protkit.teacher.layout.sequence_parts`), so a sequence keeps its part when others are added. Part ``p``
+is an ordinary cache in ``<cache>/part-p-of-N/`` (:func:`~protkit.teacher.layout.part_dir`) built by
+``build_cache(..., part=(p, N))``: it resumes shard by shard, records ``"part": [p, N]`` in its
+manifest and carries the fingerprint of the whole cache, so a part directory built with other
+settings is refused. :func:`gather_cache_parts` then writes the cache itself, one shard at a time:
+the same shard files as a single-job build of the table (rows in table order, the same shard
+metadata) and the same manifest, plus ``"parts": N``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+from protkit.io.atomic import write_json
+from protkit.io.columns import STORE_DTYPES
+from protkit.teacher.layout import (
+    MANIFEST_FILE, CacheError, FingerprintMismatch, check_directory, pooled_name, read_manifest, sequence_parts,
+    shard_lists, tokens_name,
+)  # fmt: skip
+from protkit.teacher.read import stored_vectors
+from protkit.teacher.shards import (
+    Columns, prepare_directory, rows_digest, shard_done, shard_metadata, write_pooled, write_tokens,
+)  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+# manifest entries every part of one build shares (the fingerprint covers the teacher's settings)
+SHARED_KEYS = ("fingerprint", "teacher", "dataset", "d_model", "poolings", "store_dtype", "tokens", "max_length",
+               "shard_size")
+
+
+def gather_cache_parts(part_dirs: Sequence[str | Path], out_dir: str | Path, sequences: pd.DataFrame) -> dict:
+    """Join the parts in ``part_dirs`` (all ``n`` parts of one scattered build of ``sequences``, each
+    built by ``build_cache(..., part=(p, n))``) into the cache ``out_dir``; returns its manifest.
+
+    Holds one shard per part in memory at a time. As in :func:`~protkit.teacher.build.build_cache`, shards
+    already in ``out_dir`` for the same fingerprint and rows are kept and a directory holding another
+    fingerprint is refused. CacheError if a part is missing, unfinished or was built from other rows.
+    """
+    out_dir = Path(out_dir)
+    parts = _part_manifests(part_dirs)
+    first = parts[0][1]
+    fingerprint = first["fingerprint"]
+    columns: Columns = (sequences["id"].astype(str).tolist(), sequences["sequence"].astype(str).tolist(),
+                        sequences["split"].astype(str).tolist())
+    assignment = sequence_parts(columns[1], len(parts))  # (N,) part of each row
+    readers = [_PartReader(directory, manifest, np.flatnonzero(assignment == p), columns)
+               for p, (directory, manifest) in enumerate(parts)]
+    position = np.empty(len(assignment), dtype=np.int64)  # (N,) row index within its part
+    for reader in readers:
+        position[reader.rows] = np.arange(len(reader.rows))
+        if reader.manifest["n_sequences"] != len(reader.rows):
+            raise CacheError(f"teacher cache part {reader.directory} holds {reader.manifest['n_sequences']} "
+                             f"sequences but the sequences table has {len(reader.rows)} in that part: it was "
+                             "built from another table; rebuild it (teacher_cache_part)")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_directory(out_dir, fingerprint, first["fingerprint_parts"])
+    shard_rows, digests, done = prepare_directory(out_dir, fingerprint, first["fingerprint_parts"], columns,
+                                                   first["shard_size"], first["tokens"])
+    for k, shard in enumerate(shard_rows):
+        if done[k]:
+            continue
+        rows = np.arange(shard.start, shard.stop)
+        pooled, per_residue = _gather_rows(readers, assignment[rows], position[rows], first)
+        meta = shard_metadata(fingerprint, digests[k])
+        ids, splits = [columns[0][i] for i in rows], [columns[2][i] for i in rows]
+        if per_residue is not None:
+            write_tokens(out_dir / tokens_name(k), ids, per_residue, meta)
+        write_pooled(out_dir / pooled_name(k), ids, splits, pooled, first["store_dtype"], meta)
+
+    manifest = {key: value for key, value in first.items() if key != "part"}
+    manifest.update(n_sequences=len(assignment), **shard_lists(len(shard_rows), first["tokens"]), parts=len(parts))
+    write_json(out_dir / MANIFEST_FILE, manifest)
+    log.info("teacher cache %s: %d sequences in %d shards (%d kept) gathered from %d parts", out_dir,
+             len(assignment), len(shard_rows), sum(done), len(parts))
+    return manifest
+
+
+def _part_manifests(part_dirs: Sequence[str | Path]) -> list[tuple[Path, dict]]:
+    """``(directory, manifest)`` of every part, by part index; checks they are the parts of one build."""
+    found = [(Path(d), read_manifest(d)) for d in part_dirs]
+    if not found:
+        raise ValueError("gather_cache_parts: no part directories given")
+    for directory, manifest in found:
+        if "part" not in manifest:
+            raise CacheError(f"teacher cache {directory} is not a part (its {MANIFEST_FILE} has no 'part'); "
+                             "pass the part-P-of-N directories built with build_cache(..., part=(p, n))")
+    count = len(found)
+    indices = sorted(tuple(manifest["part"]) for _, manifest in found)
+    if indices != [(p, count) for p in range(count)]:
+        raise CacheError(f"teacher cache parts {', '.join(str(d) for d, _ in found)} are parts "
+                         f"{', '.join(f'{p}-of-{n}' for p, n in indices)}; expected each of 0 .. {count - 1} "
+                         f"of {count} once")
+    found.sort(key=lambda item: item[1]["part"][0])
+    first_dir, first = found[0]
+    for directory, manifest in found[1:]:
+        if manifest["fingerprint"] != first["fingerprint"]:
+            raise FingerprintMismatch(
+                f"teacher cache parts {first_dir} and {directory} have fingerprints {first['fingerprint']} and "
+                f"{manifest['fingerprint']}: built with other teacher weights or settings. Rebuild the stale "
+                "part (delete its directory and rerun teacher_cache_part)."
+            )
+        differ = [key for key in SHARED_KEYS if manifest[key] != first[key]]
+        if differ:
+            raise CacheError(f"teacher cache parts {first_dir} and {directory} differ in {', '.join(differ)}; "
+                             "rebuild them with one configuration")
+    return found
+
+
+def _gather_rows(
+    readers: list["_PartReader"], in_part: np.ndarray, position: np.ndarray, manifest: dict,
+) -> tuple[dict[str, np.ndarray], list[torch.Tensor] | None]:
+    """Pooled vectors ``{pooling: (n, D)}`` (stored dtype) and per-residue tensors of the rows whose
+    parts and positions within them are ``in_part`` and ``position`` (both (n,)), in that order."""
+    numpy_type = STORE_DTYPES[manifest["store_dtype"]][1]
+    pooled = {p: np.empty((len(in_part), manifest["d_model"]), dtype=numpy_type) for p in manifest["poolings"]}
+    per_residue: list[torch.Tensor] | None = [torch.empty(0)] * len(in_part) if manifest["tokens"] else None
+    for reader in readers:
+        slots = np.flatnonzero(in_part == reader.index)
+        if len(slots) == 0:
+            continue
+        # a part's rows are in table order, so the rows of one shard are consecutive within the part
+        vectors, tensors = reader.read(int(position[slots[0]]), int(position[slots[-1]]) + 1)
+        for p in pooled:
+            pooled[p][slots] = vectors[p]
+        if per_residue is not None:
+            for slot, tensor in zip(slots, tensors):
+                per_residue[slot] = tensor
+    return pooled, per_residue
+
+
+@dataclass
+class _PartReader:
+    """The rows of one part cache, read one of its shards at a time."""
+
+    directory: Path
+    manifest: dict
+    rows: np.ndarray  # (n_p,) rows of the sequences table in this part, in table order
+    columns: Columns
+    _shard: int = -1  # the shard whose vectors _vectors holds
+    _vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def index(self) -> int:
+        return self.manifest["part"][0]
+
+    def read(self, lo: int, hi: int) -> tuple[dict[str, np.ndarray], list[torch.Tensor] | None]:
+        """Vectors ``{pooling: (hi - lo, D)}`` and per-residue tensors of this part's rows ``lo .. hi - 1``."""
+        size = self.manifest["shard_size"]
+        pieces: list[dict[str, np.ndarray]] = []
+        tensors: list[torch.Tensor] | None = [] if self.manifest["tokens"] else None
+        for shard in range(lo // size, (hi - 1) // size + 1):
+            start, stop = max(lo, shard * size) - shard * size, min(hi, (shard + 1) * size) - shard * size
+            pieces.append({p: v[start:stop] for p, v in self._pooled(shard).items()})
+            if tensors is not None:
+                tensors += self._tokens(shard, start, stop)
+        return {p: np.concatenate([piece[p] for piece in pieces]) for p in self.manifest["poolings"]}, tensors
+
+    def _pooled(self, shard: int) -> dict[str, np.ndarray]:
+        if self._shard != shard:
+            self._check(shard)
+            table = pq.read_table(self.directory / pooled_name(shard))
+            self._shard, self._vectors = shard, stored_vectors(table, self.manifest["poolings"],
+                                                               self.manifest["d_model"])
+        return self._vectors
+
+    def _tokens(self, shard: int, start: int, stop: int) -> list[torch.Tensor]:
+        from safetensors import safe_open
+
+        size = self.manifest["shard_size"]
+        ids = [self.columns[0][i] for i in self.rows[shard * size + start:shard * size + stop]]
+        with safe_open(str(self.directory / tokens_name(shard)), framework="pt") as handle:
+            return [handle.get_tensor(rid) for rid in ids]  # (L_i, D) float16
+
+    def _check(self, shard: int) -> None:
+        """CacheError unless the shard holds this part's rows of the current sequences table."""
+        size = self.manifest["shard_size"]
+        digest = rows_digest(*self.columns, self.rows[shard * size:(shard + 1) * size])
+        if not shard_done(self.directory, shard, self.manifest["fingerprint"], digest, self.manifest["tokens"]):
+            raise CacheError(f"teacher cache part {self.directory}: {pooled_name(shard)} is missing or was built "
+                             "from other rows of the sequences table; rebuild this part (teacher_cache_part)")

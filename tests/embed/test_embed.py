@@ -1,0 +1,315 @@
+"""protkit.embed: FASTA -> parquet in FASTA order, duplicates, over-long policies, fp16, shards,
+atomicity and resume, int8 and model loading."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import TINY_STUDENT
+
+from protkit.embed.embedder import EmbedError
+from protkit.embed.loading import load_embedder
+from protkit.embed.parts import work_dir
+from protkit.embed.plan import shard_records
+from protkit.embed.run import embed_fasta
+from protkit.embed.shards import embed_shard, gather_shards
+from protkit.io.digests import file_sha256
+from protkit.io.metadata import read_protkit_metadata
+from protkit.models.prothash.checkpoint import ModelFormatError
+from protkit.models.prothash.config import ProtHashConfig
+from protkit.models.prothash.model import ProtHash
+from protkit.sequences.fasta import write_fasta
+from protkit.sequences.tokenize import encode_batch
+
+TINY = ProtHashConfig(**TINY_STUDENT)
+AMINO = "ACDEFGHIKLMNPQRSTVWY"
+
+
+def random_protein(rng: random.Random, length: int) -> str:
+    return "".join(rng.choice(AMINO) for _ in range(length))
+
+
+def load_model(model, **options):
+    return load_embedder(model, backend="torch", device="cpu", **options)
+
+
+@pytest.fixture(scope="module")
+def fp32(model_dir: Path):
+    return load_model(model_dir)
+
+
+@pytest.fixture(scope="module")
+def records() -> list[tuple[str, str]]:
+    """30 proteins of 5..400 residues, with two exact duplicates and one lower-case/stop-codon twin."""
+    rng = random.Random(1)
+    recs = [(f"p{i:02d}", random_protein(rng, rng.randint(5, 400))) for i in range(30)]
+    recs[7] = ("dup_of_p03", recs[3][1])
+    recs[20] = ("dup2_of_p03", recs[3][1])
+    recs[25] = ("twin_of_p10", recs[10][1].lower() + "*")
+    return recs
+
+
+@pytest.fixture(scope="module")
+def fasta(tmp_path_factory: pytest.TempPathFactory, records) -> Path:
+    path = tmp_path_factory.mktemp("fasta") / "proteins.fasta"
+    write_fasta(records, path)
+    return path
+
+
+def alone(model: ProtHash, sequence: str, pooling: str, max_length: int | None = None) -> np.ndarray:
+    """The teacher-space vector of one sequence embedded on its own.  # (D,)"""
+    batch = encode_batch([sequence], max_length)
+    with torch.no_grad():
+        return model.embed_teacher(batch.input_ids, batch.attention_mask, pooling)[0].numpy()
+
+
+def vectors(path: Path, pooling: str) -> np.ndarray:
+    return np.stack(pq.read_table(path).column(pooling).to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
+def test_rows_in_fasta_order_equal_one_at_a_time(fp32, fasta, records, tmp_path):
+    out = embed_fasta(fp32, fasta, tmp_path / "e.parquet", poolings=("mean", "cls"), max_tokens=1500)
+    table = pq.read_table(out)
+    assert table.column_names == ["id", "length", "truncated", "mean", "cls"]
+    assert table.column("id").to_pylist() == [rid for rid, _ in records]
+    assert table.column("length").to_pylist() == [len(s.rstrip("*")) for _, s in records]
+    assert not any(table.column("truncated").to_pylist())
+    for pooling in ("mean", "cls"):
+        got = vectors(out, pooling)
+        assert got.shape == (len(records), TINY.teacher_dim)
+        want = np.stack([alone(fp32.model, s.upper().rstrip("*"), pooling) for _, s in records])
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not np.allclose(vectors(out, "mean")[0], vectors(out, "mean")[1])
+
+
+def test_metadata_identifies_model_and_settings(fp32, model_dir, fasta, tmp_path):
+    out = embed_fasta(fp32, fasta, tmp_path / "e.parquet", poolings=("cls",), metadata={"run": "x"})
+    meta = read_protkit_metadata(out)
+    assert meta["model_fingerprint"] == file_sha256(model_dir / "model.safetensors")
+    assert (meta["poolings"], meta["int8"], meta["quantization"]) == (["cls"], False, None)
+    assert (meta["dim"], meta["max_length"], meta["run"]) == (64, TINY.context_length, "x")
+    assert meta["protkit_version"] == __import__("protkit").__version__
+
+
+def test_duplicates_embedded_once_but_repeated_in_order(fp32, fasta, records, tmp_path):
+    rows_seen: list[int] = []
+    hook = fp32.model.register_forward_hook(lambda mod, args, out: rows_seen.append(args[0].shape[0]))
+    try:
+        out = embed_fasta(fp32, fasta, tmp_path / "e.parquet", max_tokens=2000)
+    finally:
+        hook.remove()
+    assert sum(rows_seen) == len(records) - 3  # p03 twice more, p10's lower-case twin
+    got = vectors(out, "mean")
+    np.testing.assert_array_equal(got[7], got[3])
+    np.testing.assert_array_equal(got[20], got[3])
+    np.testing.assert_array_equal(got[25], got[10])
+    assert read_protkit_metadata(out)["n_unique"] == len(records) - 3
+
+
+def test_overlength_truncate_drop_error(fp32, tmp_path):
+    rng = random.Random(2)
+    recs = [("short", random_protein(rng, 20)), ("long", random_protein(rng, 60)), ("mid", random_protein(rng, 30))]
+    path = tmp_path / "x.fasta"
+    write_fasta(recs, path)
+
+    out = embed_fasta(fp32, path, tmp_path / "t.parquet", max_length=42, overlength="truncate")
+    table = pq.read_table(out)
+    assert table.column("truncated").to_pylist() == [False, True, False]
+    assert table.column("length").to_pylist() == [20, 60, 30]
+    np.testing.assert_allclose(vectors(out, "mean")[1], alone(fp32.model, recs[1][1][:40], "mean"), atol=1e-5)
+
+    out = embed_fasta(fp32, path, tmp_path / "d.parquet", max_length=42, overlength="drop")
+    assert pq.read_table(out).column("id").to_pylist() == ["short", "mid"]
+    assert read_protkit_metadata(out)["dropped"] == [{"id": "long", "line": 3, "residues": 60}]
+
+    with pytest.raises(EmbedError, match=r"x\.fasta line 3, id long: 60 residues .* exceed max_length 42"):
+        embed_fasta(fp32, path, tmp_path / "e.parquet", max_length=42, overlength="error")
+    assert not (tmp_path / "e.parquet").exists()
+    with pytest.raises(EmbedError, match="context length 512"):
+        embed_fasta(fp32, path, tmp_path / "e.parquet", max_length=600)
+
+
+def test_fp16_storage(fp32, fasta, tmp_path):
+    full = embed_fasta(fp32, fasta, tmp_path / "a.parquet", store_dtype="fp32")
+    half = embed_fasta(fp32, fasta, tmp_path / "b.parquet", store_dtype="fp16")
+    assert str(pq.read_schema(half).field("mean").type.value_type) == "halffloat"
+    assert str(pq.read_schema(full).field("mean").type.value_type) == "float"
+    np.testing.assert_allclose(vectors(half, "mean"), vectors(full, "mean"), rtol=2e-3, atol=1e-4)
+    assert half.stat().st_size < full.stat().st_size
+
+
+def test_shards_gather_to_the_unsharded_output(fp32, fasta, records, tmp_path):
+    whole = embed_fasta(fp32, fasta, tmp_path / "whole.parquet", poolings=("mean", "cls"))
+    assert [i for i, _ in shard_records(fasta, 1, 3)] == list(range(1, len(records), 3))
+    shards = [embed_shard(fp32, fasta, tmp_path / "shards", i, 3, poolings=("mean", "cls")) for i in range(3)]
+    assert [p.name for p in shards] == [f"shard-{i}-of-3.parquet" for i in range(3)]
+    assert pq.read_table(shards[1]).column("index").to_pylist() == list(range(1, len(records), 3))
+    out = gather_shards(shards[::-1], tmp_path / "gathered.parquet")
+    assert pq.read_table(out).column_names == pq.read_table(whole).column_names
+    assert pq.read_table(out).column("id").to_pylist() == pq.read_table(whole).column("id").to_pylist()
+    for pooling in ("mean", "cls"):
+        np.testing.assert_allclose(vectors(out, pooling), vectors(whole, pooling), atol=1e-5)
+    meta = read_protkit_metadata(out)
+    assert (meta["n_rows"], meta["shards"], "shard" in meta) == (len(records), 3, False)
+    with pytest.raises(EmbedError, match=r"expected shards 0\.\.2 of 3 once each, got \[0, 2\]"):
+        gather_shards([shards[0], shards[2]], tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def crash_after(model: torch.nn.Module, calls: int):
+    """A forward hook that raises on the ``calls``-th forward (a preempted node)."""
+    seen = []
+
+    def hook(mod, args, out):
+        seen.append(1)
+        if len(seen) == calls:
+            raise RuntimeError("simulated crash (node preempted)")
+
+    return model.register_forward_hook(hook)
+
+
+def test_interrupted_run_leaves_no_output_and_resumes_to_the_same_file(fp32, fasta, records, tmp_path):
+    out = tmp_path / "out" / "e.parquet"
+    options = dict(poolings=("mean", "cls"), max_tokens=600, chunk_residues=1500)
+    whole = embed_fasta(fp32, fasta, tmp_path / "whole.parquet", **options)
+    hook = crash_after(fp32.model, 9)
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            embed_fasta(fp32, fasta, out, **options)
+    finally:
+        hook.remove()
+    assert not out.exists() and not list(out.parent.glob(".*.tmp"))
+    parts = sorted(p.name for p in work_dir(out).glob("part-*.parquet"))
+    assert 1 <= len(parts) < 4  # some parts finished before the crash, not all
+
+    rows_seen: list[int] = []
+    hook = fp32.model.register_forward_hook(lambda mod, args, o: rows_seen.append(args[0].shape[0]))
+    try:
+        embed_fasta(fp32, fasta, out, **options)  # same arguments: resumes
+    finally:
+        hook.remove()
+    assert 0 < sum(rows_seen) < len(records) - 3  # only the unfinished parts were embedded
+    assert not work_dir(out).exists()
+    assert pq.read_table(out).equals(pq.read_table(whole))
+    assert read_protkit_metadata(out) == read_protkit_metadata(whole)
+
+
+def test_resume_refuses_other_arguments(fp32, model_dir, fasta, tmp_path):
+    out = tmp_path / "e.parquet"
+    hook = crash_after(fp32.model, 2)
+    try:
+        with pytest.raises(RuntimeError):
+            embed_fasta(fp32, fasta, out, max_tokens=600, chunk_residues=1500)
+    finally:
+        hook.remove()
+    int8 = load_model(model_dir, int8=True)
+    with pytest.raises(EmbedError, match=r"unfinished run with other arguments .* model_fingerprint: '[0-9a-f]+' -> "
+                                         r"'[0-9a-f]+'.*quantization: None -> 'int8_dynamic'"):
+        embed_fasta(int8, fasta, out, max_tokens=600, chunk_residues=1500)
+    with pytest.raises(EmbedError, match=r"poolings: \['mean'\] -> \['cls'\]"):
+        embed_fasta(fp32, fasta, out, poolings=("cls",), max_tokens=600, chunk_residues=1500)
+    assert not out.exists()
+    embed_fasta(int8, fasta, out, max_tokens=600, chunk_residues=1500, resume=False)  # start over
+    assert read_protkit_metadata(out)["quantization"] == "int8_dynamic" and not work_dir(out).exists()
+
+
+def test_int8_model(model_dir, fp32, fasta, tmp_path):
+    int8 = load_model(model_dir, int8=True)
+    assert int8.quantization == "int8_dynamic"
+    assert int8.fingerprint == file_sha256(model_dir / "int8" / "model.pt")
+    assert load_model(model_dir / "int8").quantization == "int8_dynamic"  # the artifact dir implies int8
+    a = vectors(embed_fasta(fp32, fasta, tmp_path / "a.parquet"), "mean")
+    out = embed_fasta(int8, fasta, tmp_path / "b.parquet")
+    b = vectors(out, "mean")
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99 and not np.array_equal(a, b)
+    assert read_protkit_metadata(out)["int8"] is True
+
+
+def test_int8_without_artifact_quantizes_on_the_fly(tmp_path, fasta):
+    torch.manual_seed(3)
+    ProtHash(TINY).save_pretrained(tmp_path / "m")
+    loaded = load_model(tmp_path / "m", int8=True)
+    assert loaded.quantization == "int8_dynamic"
+    assert loaded.fingerprint == file_sha256(tmp_path / "m" / "model.safetensors")
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
+        load_model(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFormatError, match=r"empty: not a model directory"):
+        load_model(tmp_path / "empty")
+
+
+def test_load_model_from_hub_cache(offline_hub, model_dir):
+    offline_hub("someone/prothash-tiny", {
+        "config.json": model_dir / "config.json",
+        "model.safetensors": model_dir / "model.safetensors",
+    })
+    loaded = load_model("someone/prothash-tiny")
+    assert loaded.source == "someone/prothash-tiny"
+    assert loaded.fingerprint == file_sha256(model_dir / "model.safetensors")
+    with pytest.raises(FileNotFoundError, match="Hugging Face Hub"):
+        load_model("someone/not-there")
+
+
+def per_token(model: ProtHash, sequence: str) -> np.ndarray:
+    """Teacher-width vectors of each residue of one sequence embedded alone.  # (L, D)"""
+    batch = encode_batch([sequence])
+    with torch.no_grad():
+        return model.adapter(model(batch.input_ids, batch.attention_mask))[0, 1:-1].numpy()
+
+
+def test_max_pooling_and_per_residue_output(fp32, fasta, records, tmp_path):
+    from protkit.embed.residues import read_residues
+    from protkit.io.metadata import read_protkit_metadata
+
+    out, res = tmp_path / "e.parquet", tmp_path / "r.parquet"
+    embed_fasta(fp32, fasta, out, poolings=("mean", "max"), per_residue=res, max_tokens=1200, chunk_residues=2000)
+    got = dict(read_residues(res))
+    assert list(got) == [rid for rid, _ in records]
+    assert pq.ParquetFile(res).num_row_groups >= 3  # written part by part, read a part at a time
+    for row, (rid, seq) in enumerate(records):
+        want = per_token(fp32.model, seq.upper().rstrip("*"))
+        assert got[rid].shape == want.shape == (len(seq.rstrip("*")), TINY.teacher_dim)
+        np.testing.assert_allclose(got[rid], want, atol=2e-5)
+        np.testing.assert_allclose(vectors(out, "max")[row], want.max(0), atol=2e-5)
+        np.testing.assert_allclose(vectors(out, "mean")[row], want.mean(0), atol=2e-5)
+    assert read_protkit_metadata(res)["per_residue"] is True
+    assert read_protkit_metadata(res)["model_fingerprint"] == read_protkit_metadata(out)["model_fingerprint"]
+    only = dict(read_residues(res, ids=["p05"]))
+    assert list(only) == ["p05"]
+
+    half = tmp_path / "h.parquet"
+    embed_fasta(fp32, fasta, tmp_path / "e2.parquet", per_residue=half, store_dtype="fp16")
+    assert dict(read_residues(half, dtype=np.float16))["p05"].dtype == np.float16
+    np.testing.assert_allclose(dict(read_residues(half))["p05"], got["p05"], rtol=2e-3, atol=2e-3)
+    assert half.stat().st_size < res.stat().st_size
+
+
+def test_alphabet_policy_and_nucleotide_files(fp32, tmp_path):
+    rng = random.Random(4)
+    recs = [("ok1", random_protein(rng, 50)), ("bad", "MKJJ12"), ("ok2", random_protein(rng, 40) + "*")]
+    path = tmp_path / "mixed.fasta"
+    write_fasta(recs, path)
+    out = embed_fasta(fp32, path, tmp_path / "m.parquet")
+    assert pq.read_table(out).column("id").to_pylist() == ["ok1", "ok2"]
+    assert read_protkit_metadata(out)["rejected"] == [{"id": "bad", "line": 3, "reason": "invalid_character"}]
+    with pytest.raises(EmbedError, match=r"mixed\.fasta line 3, id bad: letter 'J' at residue 3 is not an amino acid"):
+        embed_fasta(fp32, path, tmp_path / "e.parquet", alphabet="error")
+    assert not (tmp_path / "e.parquet").exists() and not work_dir(tmp_path / "e.parquet").exists()
+
+    dna = tmp_path / "genes.fna"
+    write_fasta([(f"g{i}", "".join(rng.choice("ACGT") for _ in range(120)) + "N") for i in range(3)], dna)
+    with pytest.raises(EmbedError, match=r"genes\.fna: looks like DNA/RNA, not protein \(100% of the first 363"):
+        embed_fasta(fp32, dna, tmp_path / "d.parquet")
+    assert not (tmp_path / "d.parquet").exists()
+    # a real protein rich in A/G/T is not refused
+    write_fasta([("agt", "".join(rng.choice("AGTCN") for _ in range(60)) + random_protein(rng, 60))], dna)
+    assert pq.read_table(embed_fasta(fp32, dna, tmp_path / "p.parquet")).num_rows == 1
