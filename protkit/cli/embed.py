@@ -14,14 +14,21 @@ from protkit.sequences.alphabet import ALPHABET_POLICIES
 from protkit.sequences.pooling import POOLINGS
 
 
+EMBED_DESCRIPTION = (
+    "Embed every record of a FASTA file (.gz ok) with a ProtHash student or the ESMC teacher. Output: parquet with "
+    "id, length, truncated and one vector column per pooling, in FASTA order. A killed run re-started with the same "
+    "arguments resumes from its finished parts."
+)
+EXPORT_DESCRIPTION = (
+    "prothash: a directory that prothash.model.ProtHash.from_pretrained loads (CLS vectors equal protkit's). onnx: "
+    "inputs input_ids, attention_mask (B, L); outputs cls, mean, max (teacher width) and cls_native, mean_native, "
+    "max_native."
+)
+
+
 def add_embed(commands: argparse._SubParsersAction) -> None:
-    embed = commands.add_parser(
-        "embed",
-        help="embed the sequences of a FASTA file into a parquet file",
-        description="Embed every record of a FASTA file (.gz ok) with a ProtHash student or the ESMC teacher. "
-        "Output: parquet with id, length, truncated and one vector column per pooling, in FASTA order. "
-        "A killed run re-started with the same arguments resumes from its finished parts.",
-    )
+    embed = commands.add_parser("embed", help="embed the sequences of a FASTA file into a parquet file",
+                                description=EMBED_DESCRIPTION)
     embed.add_argument("--model", required=True,
                        help="student directory (results/models/VARIANT, or one written by the prothash package), "
                        "Hugging Face Hub id, .onnx file, or the teacher: esmc_300m, esmc_600m, an ESMC weights file")
@@ -57,13 +64,8 @@ def add_embed(commands: argparse._SubParsersAction) -> None:
 
 
 def add_export(commands: argparse._SubParsersAction) -> None:
-    export = commands.add_parser(
-        "export",
-        help="write a student in the prothash package's format or as ONNX",
-        description="prothash: a directory that prothash.model.ProtHash.from_pretrained loads (CLS vectors "
-        "equal protkit's). onnx: inputs input_ids, attention_mask (B, L); outputs cls, mean, max (teacher "
-        "width) and cls_native, mean_native, max_native.",
-    )
+    export = commands.add_parser("export", help="write a student in the prothash package's format or as ONNX",
+                                 description=EXPORT_DESCRIPTION)
     export.add_argument("--model", required=True, help="student directory or Hugging Face Hub id (fp32)")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.add_argument("--output", required=True, help="output directory (prothash) or .onnx file (onnx)")
