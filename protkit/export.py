@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from protkit.io.digests import file_sha256
+from protkit.io.outputs import claim_outputs
 from protkit.models.names import WEIGHTS_FILE
 from protkit.models.prothash.checkpoint import ModelFormatError
 from protkit.models.prothash.convert import export_prothash
@@ -36,12 +37,15 @@ def export_model(model: str | Path, fmt: str, output: str | Path, int8: bool = F
         raise ModelFormatError(f"{model}: only ProtHash students can be exported (this is {found.kind.value})")
     if int8 and fmt != "onnx":
         raise ModelFormatError("--int8 applies to --format onnx only; the prothash format stores float weights")
-    if fmt == "prothash":
-        out = export_prothash(found.path, output)
-    else:
-        from protkit.onnx.export import export_onnx
+    claim = claim_outputs(directories=[output], inputs=[found.path]) if fmt == "prothash" else \
+        claim_outputs([output], inputs=[found.path])
+    with claim:
+        if fmt == "prothash":
+            out = export_prothash(found.path, output)
+        else:
+            from protkit.onnx.export import export_onnx
 
-        weights = found.path / WEIGHTS_FILE
-        out = export_onnx(load_pretrained_dir(found.path), output, weights_sha256=file_sha256(weights), int8=int8)
+            weights = found.path / WEIGHTS_FILE
+            out = export_onnx(load_pretrained_dir(found.path), output, weights_sha256=file_sha256(weights), int8=int8)
     log.info("exported %s as %s to %s", model, fmt, out)
     return Path(out)

@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from protkit.io.metadata import FileFormatError
     from protkit.models.prothash.checkpoint import ModelFormatError
     from protkit.onnx.export import OnnxExportError
+    from protkit.io.outputs import OutputError, disk_error
     from protkit.onnx.session import OnnxModelError
     from protkit.sequences.fasta import FastaError
 
@@ -56,15 +57,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_export(args)
         else:
             run_search(args)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
-            FastaError, EmbedError, ModelFormatError, OnnxExportError, OnnxModelError, FileFormatError) as err:
-        message = " ".join(str(err).split())  # one line, whatever the library wrote
-        print(f"protkit: error: {message}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FastaError, EmbedError,
+            ModelFormatError, OnnxExportError, OnnxModelError, FileFormatError, OutputError) as err:
+        return _error(err)
+    except OSError as err:  # a full disk or a read-only file system met outside protkit's writers
+        return _error(disk_error(err, err.filename or ".") or err)
     except KeyboardInterrupt:
         print("protkit: interrupted; finished parts are kept for a re-run with the same arguments", file=sys.stderr)
         return 130
     return 0
+
+
+def _error(err: Exception) -> int:
+    """Print ``err`` as one ``protkit: error:`` line; the exit status of a user error."""
+    message = " ".join(str(err).split())  # one line, whatever the library wrote
+    print(f"protkit: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -19,6 +19,13 @@ def _embeddings_args(parser: argparse.ArgumentParser, output: str = "output parq
     parser.add_argument("--embeddings", required=True, help="embeddings parquet file written by protkit embed")
     parser.add_argument("--pooling", default=None, help="which pooled vectors (default: mean when present)")
     parser.add_argument("--output", required=True, help=f"{output} (written atomically)")
+    _skip_bad_arg(parser)
+
+
+def _skip_bad_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-bad-vectors", action="store_true",
+                        help="leave out vectors with NaN, inf, all zeros or another width (listed in the output's "
+                        "metadata) instead of stopping at them")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -42,6 +49,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--model", default=None, help="model that embeds a FASTA query (default: the index's)")
     search.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                         help="embed a FASTA query with the int8 model (default: as the index was)")
+    _skip_bad_arg(search)
     search.add_argument("--vectors", default=None,
                         help=f"codes file only: embeddings whose float vectors re-rank the {CANDIDATE_FACTOR} x k "
                         "Hamming candidates (default: the file the codes were made from)")
@@ -78,15 +86,16 @@ def run_search(args: argparse.Namespace) -> None:
     from protkit.search import commands
     from protkit.search.query import search
 
+    skip = args.skip_bad_vectors
     if args.command == "search":
         search(args.index, args.query, args.output, args.k, model=args.model, int8=args.int8,
-               min_score=args.min_score, keep_self=args.keep_self, rerank_vectors=args.vectors)
+               min_score=args.min_score, keep_self=args.keep_self, rerank_vectors=args.vectors, skip_bad=skip)
     elif args.command == "index":
-        commands.index_file(args.embeddings, args.output, args.pooling, args.kind)
+        commands.index_file(args.embeddings, args.output, args.pooling, args.kind, skip)
     elif args.command == "hash":
-        commands.hash_file(args.embeddings, args.output, args.bits, args.seed, args.method, args.pooling)
+        commands.hash_file(args.embeddings, args.output, args.bits, args.seed, args.method, args.pooling, skip)
     elif args.command == "dedup":
-        commands.dedup_file(args.embeddings, args.output, args.threshold, args.pooling)
+        commands.dedup_file(args.embeddings, args.output, args.threshold, args.pooling, skip)
     else:
         commands.cluster_file(args.embeddings, args.output, k=args.k, threshold=args.threshold, seed=args.seed,
-                              pooling=args.pooling)
+                              pooling=args.pooling, skip_bad=skip)

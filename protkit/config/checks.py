@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from protkit.distill.config import CacheFacts, variant_settings
 from protkit.evaluate.probes import ProbeError, probe_specs
+from protkit.models.memory import INFERENCE_BYTES_PER_PARAMETER, check_fits
 from protkit.models.names import TEACHER_WIDTHS
 from protkit.sequences.tokenize import token_count
 from protkit.teacher.loading import random_teacher_config
@@ -77,9 +78,10 @@ def _teacher_problems(config: dict) -> list[str]:
         except (TypeError, ValueError) as err:
             problems.append(f"teachers.{name}.random: {err}")
             continue
-        if architecture.d_model % architecture.n_heads or architecture.d_head % 2:
-            problems.append(f"teachers.{name}.random: d_model ({architecture.d_model}) must be n_heads "
-                            f"({architecture.n_heads}) times an even head width")
+        try:
+            check_fits(architecture.parameter_count, INFERENCE_BYTES_PER_PARAMETER, f"teachers.{name}.random")
+        except ValueError as err:
+            problems.append(str(err))
     return problems
 
 

@@ -7,7 +7,8 @@ Rules applied by :func:`filter_and_split` and :func:`filter_split_files`, in thi
 
 1. clean: upper-case, strip trailing ``*`` (stop codons written by gene callers);
 2. alphabet: the 20 standard amino acids plus ``X B Z U O``; an internal ``*`` is reason
-   ``internal_stop``, any other character (``J``, digits, gaps ``-``/``.``) is ``invalid_character``;
+   ``internal_stop``, any other character (``J``, digits, gaps ``-``/``.``) is ``invalid_character``,
+   a record of 20 letters or more that are all A/C/G/T/U/N is ``nucleotide`` (DNA/RNA);
    policy ``reject`` drops the record (logged, counted), ``error`` raises :class:`DataError`;
 3. length window in residues: shorter than ``min_length`` -> ``too_short``; longer than
    ``max_length`` -> kept as its first ``max_length`` residues (``truncate``) or ``too_long`` (``drop``);
@@ -49,7 +50,10 @@ import pandas as pd
 from protkit.data.readers import DataError, RawRecord, read_sources
 from protkit.data.table import ROW_GROUP_ROWS, AliasSpill, RowGroupWriter, attach_aliases
 from protkit.io.atomic import atomic_path, write_json
-from protkit.sequences.alphabet import ALPHABET_POLICIES, AMINO_ACIDS, check_alphabet, clean_sequence
+from protkit.io.outputs import claim_outputs
+from protkit.sequences.alphabet import (
+    ALPHABET_POLICIES, AMINO_ACIDS, check_alphabet, clean_sequence, looks_like_nucleotides,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +185,8 @@ def _filtered(records: Iterable[RawRecord], report: _Report, rules: _Rules) -> I
             report.note("duplicate", record, "same id and sequence seen before, skipped", logging.INFO)
             continue
         sequence = clean_sequence(record.sequence or "")
-        problem = check_alphabet(sequence) if sequence.strip(_ACCEPTED) else None  # the fast path first
+        suspect = sequence.strip(_ACCEPTED) or looks_like_nucleotides(sequence)
+        problem = check_alphabet(sequence) if suspect else None  # the fast path first
         if problem is not None:
             reason, detail = problem
             if rules.alphabet_policy == "error":
@@ -314,9 +319,10 @@ def filter_split(data: dict, inputs: Iterable[str | Path], out_parquet: str | Pa
     """The ``filter_split`` rule: the ``data`` section of the config (``source``, ``min_length``,
     ``max_length``, ``overlength``, ``alphabet_policy``, ``test_fraction``, ``split_salt``) applied to
     the input files (a downloaded Hub table for source ``hub``); returns the report."""
-    source = "parquet" if data["source"] == "hub" else data["source"]
-    return filter_split_files(
-        read_sources(source, inputs), out_parquet, out_report,
-        min_length=data["min_length"], max_length=data["max_length"], overlength=data["overlength"],
-        alphabet_policy=data["alphabet_policy"], test_fraction=data["test_fraction"], salt=data["split_salt"],
-    )
+    source, inputs = ("parquet" if data["source"] == "hub" else data["source"]), list(inputs)
+    with claim_outputs([out_parquet, out_report], inputs=inputs):
+        return filter_split_files(
+            read_sources(source, inputs), out_parquet, out_report,
+            min_length=data["min_length"], max_length=data["max_length"], overlength=data["overlength"],
+            alphabet_policy=data["alphabet_policy"], test_fraction=data["test_fraction"], salt=data["split_salt"],
+        )

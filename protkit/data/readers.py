@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from protkit.io.atomic import atomic_path
+from protkit.io.outputs import claim_outputs
 from protkit.sequences.fasta import read_fasta
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def download_hub_dataset(
     schema = pa.schema([("id", pa.string()), ("sequence", pa.string())])
     out_parquet = Path(out_parquet)
     rows = 0
-    with atomic_path(out_parquet) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with claim_outputs([out_parquet]), atomic_path(out_parquet) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for batch in dataset.select_columns(wanted).with_format("arrow").iter(batch_size=READ_BATCH_ROWS):
             sequences = batch.column(sequence_column).cast(pa.string())
             if id_column is None:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Sequence
 
 from protkit.distill.qat import QATSettings, check_group_size
+from protkit.models.memory import TRAINING_BYTES_PER_PARAMETER, check_fits
 from protkit.models.prothash.config import PRESETS, ProtHashConfig
 from protkit.sequences.pooling import TARGET_POOLINGS
 
@@ -198,6 +199,7 @@ def variant_settings(variant_config: dict, cache: CacheFacts, key: str = "varian
     alone and against each other and the teacher cache; ValueError naming ``{key}.<section>.<key>``.
     Run when a plan is made (:mod:`protkit.config`) and again when the distill job starts."""
     model = build_model_config(variant_config, cache.teacher_dim, cache.teacher, key)
+    check_fits(model.parameter_count, TRAINING_BYTES_PER_PARAMETER, f"{key}.architecture")
     training = dict(variant_config.get("training") or {})
     if training.get("max_length", cache.max_length) != cache.max_length:
         raise ValueError(

@@ -23,6 +23,7 @@ from protkit.distill.config import CacheFacts, TrainConfig, variant_settings
 from protkit.distill.loop import train
 from protkit.distill.objectives import DistillData
 from protkit.distill.store import TargetStore, target_store
+from protkit.io.outputs import claim_outputs
 from protkit.teacher.layout import read_manifest
 from protkit.teacher.read import load_token_targets
 
@@ -52,11 +53,12 @@ def distill_from_cache(
     cache = CacheFacts(int(manifest["d_model"]), manifest.get("teacher"), manifest["max_length"],
                        manifest["poolings"], bool(manifest.get("tokens")))
     settings = variant_settings(variant_config, cache, key)
-    store = target_store(sequences_parquet, cache_dir, settings.training.poolings,
-                         targets_dir or Path(checkpoint_dir) / "targets")
-    splits = {split: _split_data(store, split, cache_dir, settings.training) for split in store.splits}
-    summary = train(settings.model, settings.training, settings.qat, splits["train"], splits["test"], out_dir,
-                    checkpoint_dir, tensorboard_dir, device, config_key=key)
+    with claim_outputs(directories=[out_dir, checkpoint_dir], inputs=[sequences_parquet, cache_dir]):
+        store = target_store(sequences_parquet, cache_dir, settings.training.poolings,
+                             targets_dir or Path(checkpoint_dir) / "targets")
+        splits = {split: _split_data(store, split, cache_dir, settings.training) for split in store.splits}
+        summary = train(settings.model, settings.training, settings.qat, splits["train"], splits["test"], out_dir,
+                        checkpoint_dir, tensorboard_dir, device, config_key=key)
     if clear_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary

@@ -2,8 +2,8 @@
 
 ``run.json`` records the run's fingerprint (:func:`~protkit.embed.settings.run_identity`); one parquet
 file per part (and one of per-residue vectors) is written atomically as the part finishes, carrying
-the digest of its rows. A re-run with the same identity skips finished parts; another is refused,
-naming what differs.
+the digest of the run's fingerprint and its rows (:func:`part_key`). A re-run with the same identity
+skips finished parts; another is refused, naming what differs.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from protkit.io.atomic import atomic_path, write_json
 from protkit.io.columns import vector_column
 from protkit.io.digests import json_sha256
 from protkit.io.metadata import FileFormatError, protkit_schema, read_protkit_metadata, write_parquet
+from protkit.io.outputs import OutputError, size_text
 from protkit.sequences.tokenize import encode_one
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ def work_dir(out_parquet: str | Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def run_fingerprint(identity: dict) -> str:
+    """The fingerprint of a run (its identity's digest): recorded in run.json and in every part."""
+    return json_sha256(identity)
+
+
 def open_work_dir(directory: Path, identity: dict, resume: bool) -> None:
     """Create ``directory`` for this run, or check that an existing one belongs to the same run."""
     run_file = directory / RUN_FILE
@@ -50,12 +56,12 @@ def open_work_dir(directory: Path, identity: dict, resume: bool) -> None:
             recorded = json.loads(run_file.read_text())
         except json.JSONDecodeError:
             recorded = {}
-        if recorded.get("fingerprint") != json_sha256(identity):
+        if recorded.get("fingerprint") != run_fingerprint(identity):
             before = recorded.get("identity", {})
             diffs = [f"{k}: {before.get(k)!r} -> {identity[k]!r}" for k in identity if before.get(k) != identity[k]]
             raise EmbedError(
                 f"{directory} holds an unfinished run with other arguments (run fingerprint "
-                f"{str(recorded.get('fingerprint'))[:12]}, this run {json_sha256(identity)[:12]}; differs in "
+                f"{str(recorded.get('fingerprint'))[:12]}, this run {run_fingerprint(identity)[:12]}; differs in "
                 f"{'; '.join(diffs) or 'unknown settings'}). Re-run with the same arguments to resume it, "
                 f"or start over with --no-resume (or delete {directory})"
             )
@@ -64,16 +70,18 @@ def open_work_dir(directory: Path, identity: dict, resume: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for leftover in directory.glob(".*.tmp"):
         leftover.unlink()
-    write_json(run_file, {"fingerprint": json_sha256(identity), "identity": identity})
+    write_json(run_file, {"fingerprint": run_fingerprint(identity), "identity": identity})
 
 
 def part_names(index: int) -> tuple[str, str]:
     return f"part-{index:05d}.parquet", f"residues-{index:05d}.parquet"
 
 
-def part_key(rows: Sequence[Row]) -> str:
-    """What a part holds: positions, ids and sequences of its rows."""
-    return json_sha256([[r.position, r.record.id, r.sequence] for r in rows])
+def part_key(rows: Sequence[Row], run: str) -> str:
+    """What a part holds: the run's fingerprint (model, settings, input) and the positions, ids and
+    sequences of its rows. A part is reused only under this key, so no state of the work directory
+    (its run.json lost, parts of another run left behind) can mix models or settings."""
+    return json_sha256([run, [[r.position, r.record.id, r.sequence] for r in rows]])
 
 
 def part_done(directory: Path, index: int, key: str, per_residue: bool) -> bool:
@@ -119,6 +127,19 @@ def embed_part(
                                [per_residue[i] for i in which], embedder.dim, s.store_dtype)
         write_parquet(table, meta, directory / residues_name)
     write_parquet(pa.table(columns), meta, directory / pooled_name)
+
+
+def keep_or_remove(directory: Path, error: OutputError, needed: int) -> OutputError:
+    """After a failed write: keep ``directory`` when it holds finished parts (and say so, a re-run
+    resumes from them), else remove it; returns the error to raise (``needed``: bytes the run writes,
+    told when the disk is full)."""
+    message = f"{error}" + (f" (this run writes about {size_text(needed)})" if error.reason == "space" else "")
+    finished = sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
+    if not finished:
+        shutil.rmtree(directory, ignore_errors=True)
+        return OutputError(message, error.reason)
+    return OutputError(f"{message}. The {len(finished)} finished part(s) stay in {directory}: re-run the same command "
+                       "to resume from them (or delete the directory)", error.reason)
 
 
 def merge_parts(part_paths: Sequence[Path], meta: dict, out_parquet: str | Path) -> None:

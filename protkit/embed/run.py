@@ -36,13 +36,17 @@ from typing import Sequence
 import protkit
 from protkit.embed.embedder import Embedder, progress_bar
 from protkit.embed.loading import default_max_tokens
-from protkit.embed.parts import embed_part, merge_parts, open_work_dir, part_done, part_key, part_names, work_dir
+from protkit.embed.parts import (
+    embed_part, keep_or_remove, merge_parts, open_work_dir, part_done, part_key, part_names, run_fingerprint, work_dir,
+)  # fmt: skip
 from protkit.embed.plan import Plan, group_parts, plan_records, shard_records
 from protkit.embed.settings import (
     POOLED_CHUNK_RESIDUES, RESIDUE_CHUNK_RESIDUES, EmbedSettings, check_settings, run_identity,
 )  # fmt: skip
+from protkit.io.columns import STORE_DTYPES
 from protkit.io.digests import file_sha256
 from protkit.io.metadata import read_protkit_metadata
+from protkit.io.outputs import OutputError, claim_outputs
 from protkit.sequences.tokenize import embedded_residues
 
 log = logging.getLogger(__name__)
@@ -82,30 +86,48 @@ def embed_fasta(
     )
     check_settings(embedder, settings)
     source = str(fasta)
-    records = shard_records(fasta, *(settings.shard or (0, 1)))
-    plan = plan_records(records, source, settings.max_length, overlength, alphabet, sharded=shard is not None)
-    identity = run_identity(embedder, settings, file_sha256(fasta))
-    directory = work_dir(out_parquet)
-    open_work_dir(directory, identity, resume)
-
-    parts = group_parts(plan.rows, settings.chunk_residues)
-    _embed_parts(embedder, parts, settings, directory, Path(source).name)
-    part_files = [directory / part_names(k)[0] for k in range(len(parts))]
-    meta = {**embedder.metadata(), **_run_metadata(embedder.kind, plan, settings, identity, source, part_files),
-            **(metadata or {})}
-    if per_residue is not None:
-        merge_parts([directory / part_names(k)[1] for k in range(len(parts))], {**meta, "per_residue": True},
-                    per_residue)
-    merge_parts(part_files, meta, out_parquet)
-    shutil.rmtree(directory)
+    with claim_outputs([out_parquet, per_residue], [work_dir(out_parquet)], inputs=[fasta, *model_files(embedder)]):
+        records = shard_records(fasta, *(settings.shard or (0, 1)))
+        plan = plan_records(records, source, settings.max_length, overlength, alphabet, sharded=shard is not None)
+        identity = run_identity(embedder, settings, file_sha256(fasta))
+        directory = work_dir(out_parquet)
+        open_work_dir(directory, identity, resume)
+        parts = group_parts(plan.rows, settings.chunk_residues)
+        try:
+            _embed_parts(embedder, parts, settings, directory, run_fingerprint(identity), Path(source).name)
+            run_meta = _run_metadata(embedder.kind, plan, settings, identity, source, directory, len(parts))
+            meta = {**embedder.metadata(), **run_meta, **(metadata or {})}
+            if per_residue is not None:
+                merge_parts([directory / part_names(k)[1] for k in range(len(parts))], {**meta, "per_residue": True},
+                            per_residue)
+            merge_parts([directory / part_names(k)[0] for k in range(len(parts))], meta, out_parquet)
+        except OutputError as err:
+            raise keep_or_remove(directory, err, _output_bytes(plan, settings, embedder.dim)) from None
+        shutil.rmtree(directory)
     log.info("wrote %s: %d rows (%d unique sequences, %d truncated, %d dropped, %d rejected)", out_parquet,
              len(plan.rows), meta["n_unique"], meta["n_truncated"], len(plan.dropped), len(plan.rejected))
     return Path(out_parquet)
 
 
-def _embed_parts(embedder: Embedder, parts: list, settings: EmbedSettings, directory: Path, name: str) -> None:
-    """Embed every part not finished yet in ``directory``, with a residues progress bar."""
-    keys = [part_key(rows) for rows in parts]
+def _output_bytes(plan: Plan, settings: EmbedSettings, dim: int) -> int:
+    """About how many bytes a run writes, twice (its parts, then the merged files): vectors only."""
+    width = STORE_DTYPES[settings.store_dtype][1]().itemsize * dim
+    residues = sum(embedded_residues(len(r.sequence), settings.max_length) for r in plan.rows) if settings.per_residue \
+        else 0
+    return 2 * width * (len(plan.rows) * len(settings.poolings) + residues)
+
+
+def model_files(embedder: Embedder) -> list[Path]:
+    """The files or directory the model was read from (inputs an output must not overwrite)."""
+    named = (embedder.source, embedder.config.get("weights"), embedder.extra.get("onnx_file"))
+    return [Path(p) for p in named if p and Path(p).exists()]
+
+
+def _embed_parts(embedder: Embedder, parts: list, settings: EmbedSettings, directory: Path, run: str,
+                 name: str) -> None:
+    """Embed every part not finished yet in ``directory`` (``run``: the run's fingerprint), with a
+    residues progress bar."""
+    keys = [part_key(rows, run) for rows in parts]
     done = [part_done(directory, k, key, settings.per_residue) for k, key in enumerate(keys)]
     residues = [[embedded_residues(len(r.sequence), settings.max_length) for r in rows] for rows in parts]
     reused = sum(sum(counts) for k, counts in enumerate(residues) if done[k])
@@ -115,11 +137,11 @@ def _embed_parts(embedder: Embedder, parts: list, settings: EmbedSettings, direc
                 embed_part(embedder, rows, settings, directory, k, keys[k], bar.update)
 
 
-def _run_metadata(kind: str, plan: Plan, settings: EmbedSettings, identity: dict, source: str,
-                  part_files: list[Path]) -> dict:
+def _run_metadata(kind: str, plan: Plan, settings: EmbedSettings, identity: dict, source: str, directory: Path,
+                  n_parts: int) -> dict:
     """The output's ``protkit`` metadata beyond the model's (``kind``: student or teacher): settings,
     input, counts, left-out records."""
-    n_unique = sum(read_protkit_metadata(p)["n_unique"] for p in part_files)
+    n_unique = sum(read_protkit_metadata(directory / part_names(k)[0])["n_unique"] for k in range(n_parts))
     return {
         "space": "teacher" if kind == "student" else "model",
         "poolings": list(settings.poolings),

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from protkit.embed.embedder import Embedder, EmbedError
 from protkit.embed.run import embed_fasta
 from protkit.io.metadata import read_protkit_metadata, write_parquet
+from protkit.io.outputs import claim_outputs
 
 SHARED_KEYS = (
     "model_fingerprint", "quantization", "precision", "backend", "poolings", "dim", "store_dtype", "max_length",
@@ -35,6 +36,11 @@ def gather_shards(shard_paths: Sequence[str | Path], out_parquet: str | Path) ->
     """Concatenate a complete set of shard files in FASTA order into ``out_parquet`` (atomically)."""
     if not shard_paths:
         raise EmbedError("gather_shards: no shard files given")
+    with claim_outputs([out_parquet], inputs=shard_paths):
+        return _gather(shard_paths, out_parquet)
+
+
+def _gather(shard_paths: Sequence[str | Path], out_parquet: str | Path) -> Path:
     tables = [pq.read_table(p) for p in shard_paths]
     metas = [read_protkit_metadata(p) for p in shard_paths]
     first = metas[0]

@@ -28,6 +28,7 @@ import numpy as np
 
 from protkit.data.filter import split_of
 from protkit.io.paths import DataPathError, resolve_data_path
+from protkit.search.hygiene import require_usable
 from protkit.search.knn import exact_topk
 from protkit.search.vectors import normalise
 from protkit.sequences.alphabet import check_alphabet, clean_sequence
@@ -311,6 +312,10 @@ def run_probes(
     poolings = sorted({spec.pooling for spec, _ in sets.values()})
     embedded = {model: pooled_embeddings(forward, tokens, poolings, dim, max_tokens, device, desc=f"probes, {model}")
                 for model, forward in forwards.items()} if unique else {}
+    names = {s: rid for _, probe in sets.values() for rid, s in zip(probe.ids, probe.sequences)}
+    for model, per_pooling in embedded.items():
+        for pooling, vectors in per_pooling.items():
+            require_usable(vectors, [names[s] for s in unique], f"probes: the {model}'s {pooling} vectors")
     keep = max_residues(max_length)
     for name, (spec, probe) in sets.items():
         rows = np.array([row_of[s] for s in probe.sequences], dtype=np.int64)

@@ -10,6 +10,7 @@ import pandas as pd
 from protkit.evaluate.plots import PLOTS, plot_by_length, plot_histograms, plot_recall_vs_size, plot_throughput
 from protkit.evaluate.results import Evaluation
 from protkit.io.atomic import atomic_path, write_json, write_text
+from protkit.io.outputs import claim_outputs
 
 PROBE_MODELS = {"teacher": "teacher", "fp32": "fp32 student", "int8": "int8 student", "random": "random control"}
 
@@ -173,12 +174,13 @@ def markdown(metrics: dict) -> str:
 def write_report(evaluation: Evaluation, out_dir: str | Path) -> None:
     """``metrics.json``, ``report.md``, ``probes.tsv`` and the four PNGs of :data:`PLOTS` in ``out_dir``."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plot_histograms(evaluation, out_dir / PLOTS["histogram"])
-    plot_by_length(evaluation, out_dir / PLOTS["by_length"])
-    plot_throughput(evaluation.metrics, out_dir / PLOTS["throughput"])
-    plot_recall_vs_size(evaluation.metrics, out_dir / PLOTS["recall_vs_size"])
-    write_text(out_dir / "report.md", markdown(evaluation.metrics))
-    with atomic_path(out_dir / "probes.tsv") as tmp:
-        probe_table(evaluation.metrics["probes"]).to_csv(tmp, sep="\t", index=False, float_format="%.4f")
-    write_json(out_dir / "metrics.json", evaluation.metrics)
+    with claim_outputs(directories=[out_dir]):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plot_histograms(evaluation, out_dir / PLOTS["histogram"])
+        plot_by_length(evaluation, out_dir / PLOTS["by_length"])
+        plot_throughput(evaluation.metrics, out_dir / PLOTS["throughput"])
+        plot_recall_vs_size(evaluation.metrics, out_dir / PLOTS["recall_vs_size"])
+        write_text(out_dir / "report.md", markdown(evaluation.metrics))
+        with atomic_path(out_dir / "probes.tsv") as tmp:
+            probe_table(evaluation.metrics["probes"]).to_csv(tmp, sep="\t", index=False, float_format="%.4f")
+        write_json(out_dir / "metrics.json", evaluation.metrics)

@@ -43,6 +43,7 @@ from protkit.evaluate.throughput import measure_throughput
 from protkit.models.esmc.model import ESMC
 from protkit.models.names import WEIGHTS_FILE
 from protkit.models.prothash.model import ProtHash
+from protkit.search.hygiene import require_usable
 from protkit.search.lsh import BIT_CHOICES, CANDIDATE_FACTOR
 from protkit.sequences.pooling import TARGET_POOLINGS
 from protkit.sequences.tokenize import encode_one
@@ -96,6 +97,10 @@ def evaluate(
 
     vectors = {name: _pooled(model, tokens, poolings, dim, max_tokens, device, name)
                for name, model in (("fp32", fp32), ("int8", int8), ("untrained", untrained))}
+    for p in poolings:
+        require_usable(test.teacher[p], test.ids, f"the teacher cache's held-out {p} vectors")
+        for name in vectors:
+            require_usable(vectors[name][p], test.ids, f"the {name} student's held-out {p} vectors")
     ridges = fit_composition(train.sequences, {p: train.teacher[p] for p in poolings}, ridge_alpha)
     test_features = composition_features(test.sequences)
     vectors["composition"] = {p: ridges[p].predict(test_features) for p in poolings}

@@ -13,6 +13,7 @@ import pandas as pd
 from protkit.evaluate.plots import COLOURS, save_figure
 from protkit.evaluate.results import BASELINES, PRECISIONS
 from protkit.io.atomic import atomic_path
+from protkit.io.outputs import claim_outputs
 
 SUMMARY_COLUMNS = (
     "variant", "precision", "pooling", "cosine_mean", "cosine_median", "cosine_p5", "cosine_min", "recall_at_k",
@@ -86,10 +87,11 @@ def plot_gains(table: pd.DataFrame, path: Path) -> None:
 def summarize(metrics_paths: Sequence[str | Path], out_tsv: str | Path, out_png: str | Path) -> pd.DataFrame:
     """``summary.tsv`` (one row per variant, precision and pooling, plus ``probe_<name>`` columns)
     and a plot of each variant's gain over the baselines (:func:`plot_gains`)."""
-    rows = [row for path in metrics_paths for row in summary_rows(json.loads(Path(path).read_text()))]
-    probe_columns = list(dict.fromkeys(c for row in rows for c in row if c not in SUMMARY_COLUMNS))
-    table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS) + probe_columns)
-    with atomic_path(out_tsv) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    plot_gains(table, Path(out_png))
+    with claim_outputs([out_tsv, out_png], inputs=metrics_paths):
+        rows = [row for path in metrics_paths for row in summary_rows(json.loads(Path(path).read_text()))]
+        probe_columns = list(dict.fromkeys(c for row in rows for c in row if c not in SUMMARY_COLUMNS))
+        table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS) + probe_columns)
+        with atomic_path(out_tsv) as tmp:
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        plot_gains(table, Path(out_png))
     return table

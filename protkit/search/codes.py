@@ -60,6 +60,7 @@ def hash_embeddings(embeddings: Embeddings, bits: int, output: str | Path, seed:
         "method": hasher.method,
         "n": len(embeddings.ids),
         "pooling": embeddings.pooling,
+        "skipped": embeddings.skipped,
         "identity": embeddings.identity,
         "embeddings": str(Path(embeddings.path).resolve()),
         "model": {"model": model_source(embeddings.meta), "int8": bool(embeddings.meta.get("int8"))},

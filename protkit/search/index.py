@@ -95,6 +95,7 @@ def build_index(embeddings: Embeddings, output: str | Path, kind: str = "auto") 
         "identity": embeddings.identity,
         **({"hnsw": {"m": HNSW_M, "ef_search": HNSW_EF_SEARCH, "storage": "fp16"}} if kind == "hnsw" else {}),
         "exact_max": EXACT_MAX,
+        "skipped": embeddings.skipped,
         "embeddings": str(Path(embeddings.path).resolve()),
         "model": {"model": model_source(embeddings.meta),
                   **{k: embeddings.meta.get(k) for k in ("model_kind", "int8", "quantization", "precision", "max_length")}},

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 import protkit
 from protkit.io.metadata import write_parquet
+from protkit.io.outputs import claim_outputs
 from protkit.search.codes import Codes, is_codes_file, read_codes
 from protkit.search.index import load_index
 from protkit.search.lsh import CANDIDATE_FACTOR, lsh_search
@@ -75,7 +76,7 @@ class CodeTarget:
         return lsh_search(self.codes.hasher, self.codes.codes, queries, k, self.vectors, self.candidate_factor)
 
 
-def open_target(path: str | Path, rerank_vectors: str | Path | None = None) -> Target:
+def open_target(path: str | Path, rerank_vectors: str | Path | None = None, skip_bad: bool = False) -> Target:
     """An index directory, or a codes file with the float vectors to re-rank by (``rerank_vectors``,
     else the embeddings file recorded in it, when it is still there with the same ids)."""
     path = Path(path)
@@ -90,7 +91,7 @@ def open_target(path: str | Path, rerank_vectors: str | Path | None = None) -> T
             raise FileNotFoundError(f"embeddings file {source}: no such file")
         log.warning("%s: its embeddings file %s is gone; ranking by Hamming distance alone", path, source)
         return CodeTarget(codes, None)
-    embeddings = read_embeddings(source, codes.meta["pooling"])
+    embeddings = read_embeddings(source, codes.meta["pooling"], skip_bad)
     if embeddings.ids != codes.ids:
         raise SearchError(f"{source} does not hold the proteins of {path} in the same order; pass the embeddings "
                           "file the codes were made from")
@@ -109,14 +110,15 @@ def looks_like_parquet(path: Path) -> bool:
         return handle.read(4) == b"PAR1"
 
 
-def query_embeddings(query: str | Path, target: Target, model: str | None, int8: bool | None, **embed_options) -> Embeddings:
+def query_embeddings(query: str | Path, target: Target, model: str | None, int8: bool | None, skip_bad: bool = False,
+                     **embed_options) -> Embeddings:
     """The queries as vectors in the target's pooling: read from parquet, or embedded from FASTA."""
     query = Path(query)
     pooling = target.identity["pooling"]
     if not query.is_file():
         raise FileNotFoundError(f"query file {query}: no such file")
     if not is_gzip(query) and looks_like_parquet(query):
-        return read_embeddings(query, pooling)
+        return read_embeddings(query, pooling, skip_bad)
     from protkit.embed.loading import load_embedder
     from protkit.embed.run import embed_fasta
 
@@ -137,7 +139,7 @@ def query_embeddings(query: str | Path, target: Target, model: str | None, int8:
         out = Path(tmp) / "queries.parquet"
         embed_fasta(embedder, query, out, poolings=[pooling], resume=False,
                     **{k: v for k, v in embed_options.items() if k in ("max_tokens", "overlength", "alphabet")})
-        embeddings = read_embeddings(out, pooling)
+        embeddings = read_embeddings(out, pooling, skip_bad)
     embeddings.path = query
     return embeddings
 
@@ -177,8 +179,9 @@ def write_hits(hits: pd.DataFrame, output: str | Path, target: Target, queries: 
         "rank": pa.array(hits["rank"].to_numpy(np.int32)),
         "score": pa.array(hits["score"].to_numpy(np.float32)),
     })
-    meta = {"kind": "search_hits", "target": str(target.path), "queries": str(queries.path), "n_queries": len(queries.ids),
-            "identity": target.identity, **settings, "protkit_version": protkit.__version__}
+    meta = {"kind": "search_hits", "target": str(target.path), "queries": str(queries.path),
+            "n_queries": len(queries.ids), "skipped_queries": queries.skipped, "identity": target.identity, **settings,
+            "protkit_version": protkit.__version__}
     write_parquet(table, meta, output)
 
 
@@ -193,12 +196,19 @@ def search(
     min_score: float | None = None,
     keep_self: bool = False,
     rerank_vectors: str | Path | None = None,
+    skip_bad: bool = False,
     **embed_options,
 ) -> pd.DataFrame:
-    """Search ``query`` (embeddings parquet or FASTA) against ``target_path`` and write ``output``."""
-    target = open_target(target_path, rerank_vectors)
-    queries = query_embeddings(query, target, model, int8, **embed_options)
-    hits = search_vectors(target, queries, k, min_score, keep_self)
-    write_hits(hits, output, target, queries, {"k": k, "min_score": min_score, "keep_self": keep_self})
+    """Search ``query`` (embeddings parquet or FASTA) against ``target_path`` and write ``output``
+    (never over an input: :func:`protkit.io.outputs.claim_outputs`). ``skip_bad``: leave unusable
+    query vectors out (listed in the metadata) instead of refusing them."""
+    with claim_outputs([output], inputs=[target_path, query, rerank_vectors]):
+        target = open_target(target_path, rerank_vectors, skip_bad)
+        queries = query_embeddings(query, target, model, int8, skip_bad, **embed_options)
+        try:
+            hits = search_vectors(target, queries, k, min_score, keep_self)
+        except RuntimeError as err:  # FAISS
+            raise SearchError(f"{target.path}: search failed ({str(err).strip().splitlines()[0]})") from None
+        write_hits(hits, output, target, queries, {"k": k, "min_score": min_score, "keep_self": keep_self})
     log.info("wrote %s: %d hits for %d queries against %d proteins", output, len(hits), len(queries.ids), len(target.ids))
     return hits

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from protkit.io.atomic import atomic_path
+from protkit.io.outputs import claim_outputs
 from protkit.io.metadata import read_protkit_metadata
 
 COLUMNS = ("model", "name", "query", "proteins", "dedup_groups", "largest_dedup_group", "clusters",
@@ -49,7 +50,9 @@ def summary_table(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def write_summary(paths: Sequence[str | Path], out_tsv: str | Path) -> pd.DataFrame:
-    table = summary_table(paths)
-    with atomic_path(out_tsv) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    """``summary.tsv`` of the search outputs ``paths`` (:func:`summary_table`)."""
+    with claim_outputs([out_tsv], inputs=paths):
+        table = summary_table(paths)
+        with atomic_path(out_tsv) as tmp:
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     return table

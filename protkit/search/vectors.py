@@ -8,15 +8,18 @@ what to do: :class:`SearchError` is a user-facing ``protkit: error:``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from protkit.io.columns import column_vectors
 from protkit.io.metadata import FileFormatError, read_protkit_metadata
+from protkit.search.hygiene import column_rows, describe_rows
+
+log = logging.getLogger(__name__)
 
 # Must match between an index and its queries. Quantization may differ: int8 vectors of a model
 # stay within ~1e-3 cosine of its fp32 vectors, so an fp32 index answers int8 queries.
@@ -37,6 +40,7 @@ class Embeddings:
     lengths: np.ndarray | None  # (N,) residues, when the file has them
     pooling: str
     meta: dict  # the file's protkit metadata
+    skipped: list[dict] = field(default_factory=list)  # rows left out as unusable: {"id", "reason"}
 
     @property
     def identity(self) -> dict:
@@ -58,8 +62,12 @@ def default_pooling(meta: dict, path: str | Path) -> str:
     return "mean" if "mean" in poolings else poolings[0]
 
 
-def read_embeddings(path: str | Path, pooling: str | None = None) -> Embeddings:
-    """Ids, normalised ``pooling`` vectors (default: :func:`default_pooling`) and metadata of ``path``."""
+def read_embeddings(path: str | Path, pooling: str | None = None, skip_bad: bool = False) -> Embeddings:
+    """Ids, normalised ``pooling`` vectors (default: :func:`default_pooling`) and metadata of ``path``.
+
+    Unusable rows (NaN, inf, all zero, missing, another width: :mod:`protkit.search.hygiene`) are
+    refused with a SearchError naming the first ids, or, with ``skip_bad``, left out and listed in
+    ``skipped``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"embeddings file {path}: no such file")
@@ -73,10 +81,21 @@ def read_embeddings(path: str | Path, pooling: str | None = None) -> Embeddings:
         table = pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as err:
         raise SearchError(f"{path}: cannot read columns {', '.join(columns)} ({err})") from err
-    empty = np.zeros((0, int(meta.get("dim") or 0)), np.float32)
-    vectors = column_vectors(table.column(pooling)) if len(table) else empty
+    ids = table.column("id").to_pylist()
+    dim = meta.get("dim") if isinstance(meta.get("dim"), int) else None
+    vectors, bad = column_rows(table.column(pooling), dim)  # (N, D) float32
     lengths = table.column("length").to_numpy() if "length" in columns else None
-    return Embeddings(path, table.column("id").to_pylist(), normalise(vectors), lengths, pooling, meta)
+    skipped = []
+    if bad and not skip_bad:
+        raise SearchError(f"{path}: unusable {pooling} vectors in {describe_rows(bad, ids)}; re-embed those proteins, "
+                          "or pass --skip-bad-vectors to leave them out (listed in the output's metadata)")
+    if bad:
+        log.warning("%s: leaving out unusable %s vectors, %s", path, pooling, describe_rows(bad, ids))
+        keep = np.setdiff1d(np.arange(len(ids)), np.fromiter(bad, np.int64))
+        skipped = [{"id": ids[row], "reason": reason} for row, reason in bad.items()]
+        ids, vectors = [ids[i] for i in keep], vectors[keep]
+        lengths = lengths[keep] if lengths is not None else None
+    return Embeddings(path, ids, normalise(vectors), lengths, pooling, meta, skipped)
 
 
 def model_source(meta: dict) -> str | None:

@@ -16,6 +16,10 @@ NUCLEOTIDES = frozenset("ACGTUN")
 # Real proteomes sit near 0.3 (A, G, T, N, C are common amino acids); nucleotide files near 1.0.
 NUCLEOTIDE_SHARE = 0.9
 NUCLEOTIDE_MIN_RESIDUES = 100  # too few letters to tell: never refused
+# One record of at least this many letters, every one of them A/C/G/T/U/N, is read as DNA/RNA: a protein
+# made of only alanine, cysteine, glycine, threonine, selenocysteine and asparagine is not a real one.
+NUCLEOTIDE_RECORD_LETTERS = 20
+_NUCLEOTIDE_LETTERS = "".join(sorted(NUCLEOTIDES))
 
 
 def clean_sequence(sequence: str) -> str:
@@ -23,8 +27,17 @@ def clean_sequence(sequence: str) -> str:
     return sequence.upper().rstrip("*")
 
 
+def looks_like_nucleotides(sequence: str) -> bool:
+    """True for a record of at least :data:`NUCLEOTIDE_RECORD_LETTERS` letters, all A/C/G/T/U/N."""
+    return len(sequence) >= NUCLEOTIDE_RECORD_LETTERS and not sequence.upper().strip(_NUCLEOTIDE_LETTERS)
+
+
 def check_alphabet(sequence: str) -> tuple[str, str] | None:
-    """``(reason, description)`` of the first problem in an upper-cased sequence, or None."""
+    """``(reason, description)`` of the first problem in an upper-cased sequence, or None: a letter
+    that is not an amino acid, or a record that reads as DNA/RNA (:func:`looks_like_nucleotides`)."""
+    if looks_like_nucleotides(sequence):
+        return "nucleotide", (f"all {len(sequence)} letters are A/C/G/T/U/N: a DNA/RNA sequence, not a protein; "
+                              "translate it first")
     for position, char in enumerate(sequence, start=1):
         if char in AMINO_ACIDS:
             continue

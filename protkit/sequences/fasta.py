@@ -43,8 +43,8 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
             for lineno, raw in enumerate(handle, start=1):
                 if b"\0" in raw:
                     raise FastaError(f"{name} line {lineno}: binary data (NUL bytes); this is not a FASTA text file")
-                try:
-                    yield lineno, raw.decode("utf-8")
+                try:  # utf-8-sig: a byte-order mark before the first header is not part of it
+                    yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                 except UnicodeDecodeError as err:
                     raise FastaError(
                         f"{name} line {lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from protkit.io.atomic import write_json
 from protkit.io.columns import STORE_DTYPES
+from protkit.io.outputs import claim_outputs
 from protkit.models.device import resolve_device
 from protkit.models.esmc.model import ESMC
 from protkit.sequences.batching import token_budget_batches
@@ -79,41 +80,42 @@ def build_cache(
     ``"part": [p, n]`` in the manifest.
     """
     poolings = _validate_build_args(sequences, max_length, max_tokens_per_batch, poolings, store_dtype, shard_size)
-    table: Columns = tuple(sequences[column].astype(str).tolist() for column in ("id", "sequence", "split"))
-    rows = part_rows(table[1], part) if part else list(range(len(sequences)))  # the table rows built here
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint, parts = cache_fingerprint(weights_sha256, max_length, poolings, store_dtype, tokens)
-    check_directory(out_dir, fingerprint, parts)
-    if device is not None:
-        model.to(resolve_device(device) if isinstance(device, str) else device)
-    model.eval()
+    with claim_outputs(directories=[out_dir]):  # one writer; a disk error names the cache
+        table: Columns = tuple(sequences[column].astype(str).tolist() for column in ("id", "sequence", "split"))
+        rows = part_rows(table[1], part) if part else list(range(len(sequences)))  # the table rows built here
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fingerprint, parts = cache_fingerprint(weights_sha256, max_length, poolings, store_dtype, tokens)
+        check_directory(out_dir, fingerprint, parts)
+        if device is not None:
+            model.to(resolve_device(device) if isinstance(device, str) else device)
+        model.eval()
 
-    columns: Columns = tuple([column[i] for i in rows] for column in table)
-    shard_rows, digests, done = prepare_directory(out_dir, fingerprint, parts, columns, shard_size, tokens)
-    build = _Build(out_dir, fingerprint, max_length, max_tokens_per_batch, poolings, store_dtype, tokens, shard_size)
-    desc = f"teacher cache {teacher_name}/{dataset}" + (f" part {part[0]}-of-{part[1]}" if part else "")
-    progress = _embed_shards(model, build, table[1], rows, columns, shard_rows, digests, done, desc)
+        columns: Columns = tuple([column[i] for i in rows] for column in table)
+        shard_rows, digests, done = prepare_directory(out_dir, fingerprint, parts, columns, shard_size, tokens)
+        build = _Build(out_dir, fingerprint, max_length, max_tokens_per_batch, poolings, store_dtype, tokens, shard_size)
+        desc = f"teacher cache {teacher_name}/{dataset}" + (f" part {part[0]}-of-{part[1]}" if part else "")
+        progress = _embed_shards(model, build, table[1], rows, columns, shard_rows, digests, done, desc)
 
-    manifest = {
-        "fingerprint": fingerprint,
-        "fingerprint_parts": parts,
-        "teacher": teacher_name,
-        "dataset": dataset,
-        "d_model": model.config.d_model,
-        "poolings": list(poolings),
-        "store_dtype": store_dtype,
-        "tokens": bool(tokens),
-        "max_length": max_length,
-        "n_sequences": len(rows),
-        "shard_size": shard_size,
-        **shard_lists(len(shard_rows), tokens),
-        **({"part": list(part)} if part else {}),
-    }
-    write_json(out_dir / MANIFEST_FILE, manifest)
-    log.info("teacher cache %s: %d sequences in %d shards (%d reused), %d residues computed in %.1f s",
-             out_dir, len(rows), len(shard_rows), sum(done), progress.computed, progress.seconds)
-    return manifest
+        manifest = {
+            "fingerprint": fingerprint,
+            "fingerprint_parts": parts,
+            "teacher": teacher_name,
+            "dataset": dataset,
+            "d_model": model.config.d_model,
+            "poolings": list(poolings),
+            "store_dtype": store_dtype,
+            "tokens": bool(tokens),
+            "max_length": max_length,
+            "n_sequences": len(rows),
+            "shard_size": shard_size,
+            **shard_lists(len(shard_rows), tokens),
+            **({"part": list(part)} if part else {}),
+        }
+        write_json(out_dir / MANIFEST_FILE, manifest)
+        log.info("teacher cache %s: %d sequences in %d shards (%d reused), %d residues computed in %.1f s",
+                 out_dir, len(rows), len(shard_rows), sum(done), progress.computed, progress.seconds)
+        return manifest
 
 
 def _embed_shards(

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from protkit.io.digests import file_sha256
+from protkit.io.outputs import claim_outputs
 from protkit.models.device import resolve_device, resolve_dtype
 from protkit.models.esmc.model import ESMC, ESMCConfig
 from protkit.models.esmc.weights import load_esmc, random_esmc, resolve_weights, save_weights
@@ -29,7 +30,8 @@ def random_teacher_config(random: dict) -> tuple[ESMCConfig, int]:
 def write_random_teacher(random: dict, path: str | Path) -> Path:
     """Write seeded random ESMC weights (offline demo teacher) described by ``random`` to ``path``."""
     config, seed = random_teacher_config(random)
-    save_weights(random_esmc(config, seed, qk_gain=float(random.get("qk_gain", 1.0))), path)
+    with claim_outputs([path]):
+        save_weights(random_esmc(config, seed, qk_gain=float(random.get("qk_gain", 1.0))), path)
     return Path(path)
 
 

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from protkit.io.atomic import write_json
+from protkit.io.outputs import claim_outputs
 from protkit.io.columns import STORE_DTYPES
 from protkit.teacher.layout import (
     MANIFEST_FILE, CacheError, FingerprintMismatch, check_directory, pooled_name, read_manifest, sequence_parts,
@@ -51,7 +52,6 @@ def gather_cache_parts(part_dirs: Sequence[str | Path], out_dir: str | Path, seq
     out_dir = Path(out_dir)
     parts = _part_manifests(part_dirs)
     first = parts[0][1]
-    fingerprint = first["fingerprint"]
     columns: Columns = (sequences["id"].astype(str).tolist(), sequences["sequence"].astype(str).tolist(),
                         sequences["split"].astype(str).tolist())
     assignment = sequence_parts(columns[1], len(parts))  # (N,) part of each row
@@ -65,6 +65,14 @@ def gather_cache_parts(part_dirs: Sequence[str | Path], out_dir: str | Path, seq
                              f"sequences but the sequences table has {len(reader.rows)} in that part: it was "
                              "built from another table; rebuild it (teacher_cache_part)")
 
+    with claim_outputs(directories=[out_dir], inputs=[d for d, _ in parts]):
+        return _write_gathered(out_dir, readers, assignment, position, columns, first)
+
+
+def _write_gathered(out_dir: Path, readers: list["_PartReader"], assignment: np.ndarray, position: np.ndarray,
+                    columns: Columns, first: dict) -> dict:
+    """Write the shards not done yet and the manifest of the gathered cache; returns the manifest."""
+    fingerprint = first["fingerprint"]
     out_dir.mkdir(parents=True, exist_ok=True)
     check_directory(out_dir, fingerprint, first["fingerprint_parts"])
     shard_rows, digests, done = prepare_directory(out_dir, fingerprint, first["fingerprint_parts"], columns,
@@ -79,12 +87,11 @@ def gather_cache_parts(part_dirs: Sequence[str | Path], out_dir: str | Path, seq
         if per_residue is not None:
             write_tokens(out_dir / tokens_name(k), ids, per_residue, meta)
         write_pooled(out_dir / pooled_name(k), ids, splits, pooled, first["store_dtype"], meta)
-
     manifest = {key: value for key, value in first.items() if key != "part"}
-    manifest.update(n_sequences=len(assignment), **shard_lists(len(shard_rows), first["tokens"]), parts=len(parts))
+    manifest.update(n_sequences=len(assignment), **shard_lists(len(shard_rows), first["tokens"]), parts=len(readers))
     write_json(out_dir / MANIFEST_FILE, manifest)
     log.info("teacher cache %s: %d sequences in %d shards (%d kept) gathered from %d parts", out_dir,
-             len(assignment), len(shard_rows), sum(done), len(parts))
+             len(assignment), len(shard_rows), sum(done), len(readers))
     return manifest
 
 

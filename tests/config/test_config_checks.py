@@ -19,36 +19,43 @@ def _variant(config: dict) -> dict:
     return config["variants"]["v0"]
 
 
+def architecture(**settings):
+    """A change of variant v0's architecture section."""
+    return lambda config: _variant(config)["architecture"].update(settings)
+
+
+def training(**settings):
+    """A change of variant v0's training section."""
+    return lambda config: _variant(config)["training"].update(settings)
+
+
 CASES = {
     "q_heads_not_dividing_width": (
-        lambda c: _variant(c)["architecture"].update(d_model=64, q_heads=3),
-        "variants.v0.architecture: d_model (64) must be divisible by q_heads (3)"),
+        architecture(d_model=64, q_heads=3), "variants.v0.architecture: d_model (64) must be divisible by q_heads (3)"),
     "kv_heads_not_dividing_q_heads": (
-        lambda c: _variant(c)["architecture"].update(d_model=64, q_heads=4, kv_heads=3),
+        architecture(d_model=64, q_heads=4, kv_heads=3),
         "variants.v0.architecture: q_heads (4) must be a multiple of kv_heads (3)"),
     "unknown_training_key": (
-        lambda c: _variant(c)["training"].update(lerning_rate=0.1),
+        training(lerning_rate=0.1),
         "variants.v0.training: Additional properties are not allowed ('lerning_rate' was unexpected)"),
     "training_value": (
-        lambda c: _variant(c)["training"].update(betas=[0.9, 1.5]),
-        "variants.v0.training.betas must be two numbers in [0, 1), got [0.9, 1.5]"),
+        training(betas=[0.9, 1.5]), "variants.v0.training.betas must be two numbers in [0, 1), got [0.9, 1.5]"),
     "no_pooling_weight": (
-        lambda c: _variant(c)["training"].update(pooling_weights={"cls": 0, "mean": 0}),
+        training(pooling_weights={"cls": 0, "mean": 0}),
         "variants.v0.training.pooling_weights are all 0: nothing to train"),
     "both_loss_weights_zero": (
-        lambda c: _variant(c)["training"].update(cosine_weight=0, mse_weight=0),
-        "variants.v0.training.cosine_weight and mse_weight are both 0"),
+        training(cosine_weight=0, mse_weight=0), "variants.v0.training.cosine_weight and mse_weight are both 0"),
     "training_max_length_not_the_cache's": (
-        lambda c: _variant(c)["training"].update(max_length=100),
+        training(max_length=100),
         "variants.v0.training.max_length is 100 but the teacher cache is built with max_length 202"),
     "context_shorter_than_the_data": (
-        lambda c: _variant(c)["architecture"].update(context_length=128),
+        architecture(context_length=128),
         "variants.v0.architecture.context_length (128) is shorter than the teacher cache's max_length (202"),
     "pooling_not_cached": (
         lambda c: c["teachers"]["demo_esmc"].update(poolings=["mean"]),
         "variants.v0.training.poolings: cls not cached by the teacher"),
     "tokens_objective_without_tokens": (
-        lambda c: _variant(c)["training"].update(objective="tokens"),
+        training(objective="tokens"),
         "variants.v0.training.objective is 'tokens' but the teacher cache holds no per-residue embeddings"),
     "qat_group_size": (
         lambda c: _variant(c).update(qat={"enabled": True, "group_size": 24}),
@@ -68,6 +75,15 @@ CASES = {
         lambda c: (c["teachers"]["demo_esmc"].update(poolings=["mean"]),
                    [v["training"].update(poolings=["mean"]) for v in c["variants"].values()]),
         "evaluate.poolings: cls not cached by teachers.demo_esmc"),
+    "too_large_to_train": (
+        architecture(n_layers=100_000_000), "variants.v0.architecture: 723,200,003,104 parameters need about"),
+    "zero_kv_heads": (
+        architecture(kv_heads=0), "variants.v0.architecture.kv_heads: 0 is less than the minimum of 1"),
+    "width_as_a_string": (
+        architecture(d_model="64"), "variants.v0.architecture.d_model: '64' is not of type 'integer'"),
+    "random_teacher_too_large": (
+        lambda c: c["teachers"]["demo_esmc"]["random"].update(n_layers=10_000_000),
+        "teachers.demo_esmc.random: "),
     "probe_regex": (
         lambda c: c["probes"]["deeploc_membrane"].update(label_regex="(a)(b)"),
         "probes.deeploc_membrane.label_regex: '(a)(b)' needs exactly one capture group"),

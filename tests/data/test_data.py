@@ -428,3 +428,12 @@ def test_duplicates_log_where_the_kept_copy_was_seen(caplog):
     assert df["aliases"].tolist() == ["b", "d"]
     assert "id b: same sequence as f.fasta line 1, kept as alias" in caplog.text
     assert "id d: same sequence as odd origin, kept as alias" in caplog.text
+
+
+def test_a_nucleotide_record_is_rejected_like_a_bad_letter():
+    records = [RawRecord("dna", "ACGT" * 8, "x line 1"), RawRecord("prot", "MKVLAAGIVGACGT", "x line 3"),
+               RawRecord("polyA", "AAAAAAAAAAAA", "x line 5")]  # 12 letters: too short to tell
+    df, report = run(records, min_length=5)
+    assert df["id"].tolist() == ["prot", "polyA"] and report["rejected"] == {"nucleotide": 1}
+    with pytest.raises(DataError, match=r"x line 1, id dna: all 32 letters are A/C/G/T/U/N"):
+        run(records, min_length=5, alphabet_policy="error")

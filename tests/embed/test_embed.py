@@ -313,3 +313,21 @@ def test_alphabet_policy_and_nucleotide_files(fp32, tmp_path):
     # a real protein rich in A/G/T is not refused
     write_fasta([("agt", "".join(rng.choice("AGTCN") for _ in range(60)) + random_protein(rng, 60))], dna)
     assert pq.read_table(embed_fasta(fp32, dna, tmp_path / "p.parquet")).num_rows == 1
+
+
+def test_each_nucleotide_record_is_judged_on_its_own(fp32, tmp_path):
+    """A short DNA file (97 letters in two records, below the file-level guard's 100) is not embedded
+    as protein: each record of 20 or more letters, all A/C/G/T/U/N, falls under the alphabet policy."""
+    rng = random.Random(5)
+    dna = tmp_path / "short.fna"
+    write_fasta([("g1", "".join(rng.choice("ACGT") for _ in range(50))),
+                 ("g2", "".join(rng.choice("ACGTN") for _ in range(47)))], dna)
+    with pytest.raises(EmbedError, match=r"short\.fna: no record left to embed \(2 rejected"):
+        embed_fasta(fp32, dna, tmp_path / "d.parquet")
+    with pytest.raises(EmbedError, match=r"short\.fna line 1, id g1: all 50 letters are A/C/G/T/U/N: a DNA/RNA"):
+        embed_fasta(fp32, dna, tmp_path / "d.parquet", alphabet="error")
+    mixed = tmp_path / "mixed.fasta"
+    write_fasta([("g1", "ACGT" * 10), ("p1", random_protein(rng, 40)), ("short", "ACGTACGT")], mixed)
+    out = embed_fasta(fp32, mixed, tmp_path / "m.parquet")
+    assert pq.read_table(out).column("id").to_pylist() == ["p1", "short"]  # 8 letters: too short to tell
+    assert read_protkit_metadata(out)["rejected"] == [{"id": "g1", "line": 1, "reason": "nucleotide"}]

@@ -206,3 +206,40 @@ def test_activation_checkpointing_gives_same_gradients(positions: str) -> None:
     assert plain.keys() == checkpointed.keys() and len(plain) > 10
     for name, grad in plain.items():
         assert torch.allclose(checkpointed[name], grad, rtol=1e-5, atol=1e-7), name
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"q_heads": -4}, "q_heads must be positive, got -4"),
+    ({"kv_heads": 0}, "kv_heads must be positive, got 0"),
+    ({"d_model": "64"}, "d_model must be an integer, got '64'"),
+    ({"n_layers": 2.5}, "n_layers must be an integer, got 2.5"),
+    ({"dropout": 1.5}, r"dropout must be a number in \[0, 1\), got 1.5"),
+    ({"d_model": 64, "q_heads": 32, "kv_heads": 4}, "rotary positions need an even head width of at least 4"),
+])
+def test_bad_settings_are_refused_before_any_allocation(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ProtHashConfig(**{"d_model": 64, "q_heads": 4, "kv_heads": 2, **settings})
+
+
+def test_a_model_larger_than_memory_is_refused_before_allocating() -> None:
+    config = ProtHashConfig(d_model=64, q_heads=4, kv_heads=2, n_layers=100_000_000)
+    assert config.parameter_count > 2e12  # 11 TB of fp32 weights
+    with pytest.raises(ValueError, match=r"ProtHash: [\d,]+ parameters need about [\d,.]+ GiB, more than this machine's"):
+        ProtHash(config)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_parameter_count_is_the_models(name: str) -> None:
+    assert PRESETS[name].parameter_count == ProtHash(PRESETS[name]).num_params
+
+
+def test_a_checkpoint_whose_model_exceeds_memory_is_refused_naming_its_config(tmp_path: Path) -> None:
+    from protkit.models.prothash.checkpoint import ModelFormatError
+    from protkit.models.prothash.model import load_pretrained_dir
+
+    small = ProtHashConfig(d_model=32, q_heads=4, kv_heads=2, n_layers=1, teacher_dim=64)
+    ProtHash(small).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "n_layers": 100_000_000}))
+    with pytest.raises(ModelFormatError, match=r"config\.json: ProtHash: [\d,]+ parameters need about"):
+        load_pretrained_dir(tmp_path)

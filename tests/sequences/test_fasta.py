@@ -126,3 +126,10 @@ def test_real_deeploc_files(shared_fastas: list[Path]) -> None:
         assert first.line == 1 and first.description.startswith(first.id + " ")
         assert all(r.description.split()[1][-2:] in ("-M", "-S", "-U") for r in records)  # Location-{M,S,U}
         assert all(r.sequence.isupper() for r in records)
+
+
+def test_a_byte_order_mark_before_the_first_header_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.fasta"
+    path.write_bytes("\ufeff>P1 first\nMKV\n>P2\nAAA\n".encode("utf-8"))
+    assert [(r.id, r.description, r.sequence, r.line) for r in read_fasta(path)] == [
+        ("P1", "P1 first", "MKV", 1), ("P2", "P2", "AAA", 3)]

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from protkit.models.layers import Rotary, key_padding_mask, padding_mask
+from protkit.models.memory import INFERENCE_BYTES_PER_PARAMETER, check_fits
 from protkit.models.names import TEACHER_WIDTHS
 
 
@@ -27,6 +28,23 @@ class ESMCConfig:
     vocab_size: int = 64  # ESMC's embedding and logits width (33 tokens used)
     expansion_ratio: float = 8 / 3
     rotary_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_heads", "n_layers", "vocab_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads or self.d_head % 2:
+            raise ValueError(f"d_model ({self.d_model}) must be n_heads ({self.n_heads}) times an even head width")
+
+    @property
+    def parameter_count(self) -> int:
+        """Parameters of a model of these settings, counted without building it."""
+        d, h, v = self.d_model, self.ffn_hidden, self.vocab_size
+        attention = 2 * d + 3 * d * d + d * d + 2 * d  # LayerNorm, qkv, out, q/k LayerNorms
+        block = attention + 2 * d + 2 * d * h + h * d  # + feed-forward LayerNorm and SwiGLU
+        head = d * d + d + 2 * d + d * v + v  # Linear, GELU, LayerNorm, Linear
+        return v * d + self.n_layers * block + d + head
 
     @property
     def d_head(self) -> int:
@@ -117,6 +135,7 @@ class ESMC(nn.Module):
 
     def __init__(self, config: ESMCConfig):
         super().__init__()
+        check_fits(config.parameter_count, INFERENCE_BYTES_PER_PARAMETER, "ESMC")  # before any allocation
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.transformer = TransformerStack(config)

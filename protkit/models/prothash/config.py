@@ -29,6 +29,15 @@ class ProtHashConfig:
     adapter_bias: bool = False  # ProtHash's adapter has none; True makes the model non-exportable to prothash
 
     def __post_init__(self) -> None:
+        for name in ("d_model", "q_heads", "kv_heads", "n_layers", "hidden_ratio", "context_length", "teacher_dim",
+                     "vocab_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if self.d_model % self.q_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by q_heads ({self.q_heads})")
         if self.q_heads % self.kv_heads:
@@ -37,6 +46,18 @@ class ProtHashConfig:
             raise ValueError(f"hidden_ratio must be 1, 2 or 4, got {self.hidden_ratio}")
         if self.positions not in ("rotary", "absolute"):
             raise ValueError(f"positions must be 'rotary' or 'absolute', got {self.positions!r}")
+        if self.positions == "rotary" and (self.head_dim % 2 or self.head_dim < 4):
+            raise ValueError(f"rotary positions need an even head width of at least 4; d_model ({self.d_model}) / "
+                             f"q_heads ({self.q_heads}) = {self.head_dim}")
+
+    @property
+    def parameter_count(self) -> int:
+        """Parameters of a model of these settings, counted without building it."""
+        d, kv_width, hidden = self.d_model, self.kv_heads * self.head_dim, self.hidden_ratio * self.d_model
+        block = 2 * d + 2 * d * d + 2 * d * kv_width + 2 * d * hidden  # norms, q/out, k/v, feed-forward
+        adapter = 0 if self.teacher_dim == d else d * self.teacher_dim + (self.teacher_dim if self.adapter_bias else 0)
+        positions = self.context_length * d if self.positions == "absolute" else 0
+        return self.vocab_size * d + positions + self.n_layers * block + adapter
 
     @property
     def head_dim(self) -> int:

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from protkit.models.layers import Rotary, key_padding_mask, padding_mask
+from protkit.models.memory import INFERENCE_BYTES_PER_PARAMETER, check_fits
 from protkit.models.names import CONFIG_FILE, WEIGHTS_FILE
-from protkit.models.prothash.checkpoint import read_checkpoint, write_checkpoint
+from protkit.models.prothash.checkpoint import ModelFormatError, read_checkpoint, write_checkpoint
 from protkit.models.prothash.config import ProtHashConfig
 from protkit.sequences.pooling import pool
 from protkit.sequences.tokenize import PAD_ID
@@ -84,6 +85,7 @@ class ProtHash(nn.Module):
 
     def __init__(self, config: ProtHashConfig):
         super().__init__()
+        check_fits(config.parameter_count, INFERENCE_BYTES_PER_PARAMETER, "ProtHash")  # before any allocation
         self.config = config
         self.token_embeddings = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD_ID)
         self.position_embeddings = (
@@ -168,6 +170,10 @@ def load_pretrained_dir(directory: str | Path, device: str | torch.device = "cpu
     The weights file itself (``model.safetensors``) is left as it is, so its sha256 fingerprints
     the model in either format."""
     found = read_checkpoint(directory)
+    try:
+        shapes = expected_shapes(found.config)  # refuses a model larger than memory before allocating it
+    except ValueError as err:
+        raise ModelFormatError(f"{Path(directory) / CONFIG_FILE}: {err}") from None
     model = ProtHash(found.config)
-    model.load_state_dict(found.state_dict(expected_shapes(found.config)), strict=True)
+    model.load_state_dict(found.state_dict(shapes), strict=True)
     return model.to(device).eval()
