@@ -1,4 +1,4 @@
-# protkit: ESMC -> ProtHash distillation, int8 quantization, evaluation and embedding.
+# protkit: ESMC -> ProtHash distillation, int8 quantization, evaluation, embedding, search and fine-tuning.
 #   snakemake -n                                   plan the real run (config/config.yaml)
 #   snakemake --cores 2 --configfile config/demo.yaml   the offline demo (or: make demo)
 #   snakemake --profile slurm                      the real run on a SLURM cluster
@@ -24,6 +24,7 @@ include: "workflow/rules/quantize.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/search.smk"
+include: "workflow/rules/finetune.smk"
 
 
 rule all:
@@ -61,3 +62,8 @@ rule embeddings:
 rule search:
     input:
         search_targets(),
+
+
+rule fine_tuning:
+    input:
+        finetune_targets(),

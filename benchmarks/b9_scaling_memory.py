@@ -30,11 +30,9 @@ go to a temporary directory (about 4 GB at the peak) and are removed.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,8 +46,9 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
-from benchmarks.common import REPO_ROOT, Goal, Result, Table, device_name, load_proteins, log, sample_proteins
+from benchmarks.common import Result, Table, device_name, load_proteins, log, sample_proteins
 from benchmarks.planted import AMINO_ACIDS
+from benchmarks.subprocess_peak import STATUS, LimitGoal, finish, launch, mb, measure
 from protkit.data.filter import split_of
 from protkit.data.table import RowGroupWriter
 from protkit.io.paths import resolve_data_path
@@ -78,18 +77,6 @@ class Settings:
 FULL = Settings((100_000, 500_000, 2_000_000), (200_000, 800_000), 960, 5, 300, 510)
 QUICK = Settings((2_000, 6_000), (2_000, 6_000), 64, 3, 24, 100)
 
-LAUNCHER = """
-import json, resource, subprocess, sys
-done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-print(json.dumps({"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr[-4000:],
-                  "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
-"""
-STATUS = """
-def status_kb(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-"""
 PROBE_FILTER = STATUS + """
 import json, sys, time
 from pathlib import Path
@@ -140,73 +127,12 @@ print(json.dumps({"seconds": time.perf_counter() - start, "vmhwm_kb": status_kb(
 """
 
 
-# --- measuring a subprocess --------------------------------------------------------------------
-@dataclass
-class Peak:
-    """What a probe reported, and its peak RSS as its launcher saw it."""
-
-    probe: dict
-    ru_maxrss_mb: float
-    wall: float
-
-    @property
-    def vmhwm_mb(self) -> float:
-        return self.probe["vmhwm_kb"] * 1024 / 1e6
-
-
-def launch(code: str, args: Sequence[str]) -> subprocess.Popen:
-    """Start ``python -c code args`` under the launcher (output on a pipe)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-c", LAUNCHER, sys.executable, "-c", code, *map(str, args)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
-
-
-def finish(process: subprocess.Popen, what: str, start: float) -> Peak:
-    """Wait for a launched probe; RuntimeError with its stderr if it failed."""
-    stdout, stderr = process.communicate()
-    wall = time.perf_counter() - start
-    if process.returncode != 0:
-        raise RuntimeError(f"{what}: launcher failed (exit {process.returncode}): {stderr.strip()[-2000:]}")
-    launched = json.loads(stdout.strip().splitlines()[-1])
-    if launched["returncode"] != 0:
-        raise RuntimeError(f"{what} failed (exit {launched['returncode']}): {launched['stderr'].strip()[-2000:]}")
-    probe = json.loads(launched["stdout"].strip().splitlines()[-1])
-    return Peak(probe, launched["ru_maxrss_kb"] * 1024 / 1e6, wall)
-
-
-def measure(code: str, args: Sequence[str], what: str) -> Peak:
-    start = time.perf_counter()
-    return finish(launch(code, args), what, start)
-
-
-def mb(value: float) -> str:
-    return f"{value:,.0f} MB"
-
-
 def per_sequence(peaks: dict[int, float], n: int, peak_mb: float) -> str:
     """Bytes of peak RSS per sequence added since the largest size in ``peaks`` ("-" for the first)."""
     if not peaks:
         return "-"
     previous = max(peaks)
     return f"{(peak_mb - peaks[previous]) * 1e6 / (n - previous):,.0f} B"
-
-
-@dataclass
-class LimitGoal(Goal):
-    """A goal on a ceiling: ``measured <= target`` (peak memory, or a ratio of peaks)."""
-
-    unit: str = "MB"
-
-    @property
-    def passed(self) -> bool:
-        return self.measured is not None and self.measured <= self.target and self.condition_met
-
-    def row(self) -> list[str]:
-        row = super().row()
-        shown = (lambda v: f"{v:.2f}x") if self.unit == "x" else (lambda v: f"{v / 1000:.2f} GB")
-        row[1] = f"<= {shown(self.target)}"
-        row[2] = "n/a" if self.measured is None else shown(self.measured)
-        return row
 
 
 # --- (a) filter_split ----------------------------------------------------------------------------
@@ -366,16 +292,7 @@ def cache_jobs(s: Settings, data_dir: Path, work: Path, result: Result) -> Table
                   f"{RANDOM_TEACHER['d_model']}, {RANDOM_TEACHER['n_layers']} layers, cls + mean, fp16): 1 vs 2 jobs "
                   f"on {os.cpu_count()} cores", ["build", "jobs x torch threads", "wall s", "peak RSS per job",
                                                 "wall vs 1 job"])
-    try:
-        from protkit.teacher.build import build_cache
-        from protkit.teacher.layout import part_dir
-        from protkit.teacher.parts import gather_cache_parts
-
-        if "part" not in inspect.signature(build_cache).parameters:
-            raise ImportError("protkit.teacher.build.build_cache has no part argument")
-    except ImportError as err:
-        table.rows.append(["SKIPPED", "-", "-", "-", f"no part/gather API yet ({err})"])
-        return table
+    from protkit.teacher.layout import part_dir
     from protkit.teacher.loading import write_random_teacher
     from protkit.teacher.read import load_pooled
 

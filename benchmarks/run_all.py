@@ -1,6 +1,6 @@
-"""Run the benchmarks B1-B9 (``make bench``) and write docs/benchmarks.md atomically.
+"""Run the benchmarks B1-B11 (``make bench``) and write docs/benchmarks.md atomically.
 
-    .venv/bin/python benchmarks/run_all.py                 # everything (~27 min on 2 idle cores)
+    .venv/bin/python benchmarks/run_all.py                 # everything (~31 min on 2 idle cores)
     .venv/bin/python benchmarks/run_all.py --only B2,B4    # a subset: printed, docs/ left alone
     .venv/bin/python benchmarks/run_all.py --quick --out /tmp/bench.md   # tiny smoke run
     .venv/bin/python benchmarks/run_all.py --only B8 --update docs/benchmarks.md   # re-run one, keep the rest
@@ -26,6 +26,7 @@ if __package__ in (None, ""):
 
 from benchmarks import (
     b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling, b7_backends, b8_search, b9_scaling_memory,
+    b10_finetune, b11_precision,
 )
 from benchmarks.common import (
     DATA_DIR, FASTA_FILES, REPO_ROOT, Result, Table, devices, execute, machine_line, shell_command, today,
@@ -33,9 +34,9 @@ from benchmarks.common import (
 from protkit.io.atomic import write_text
 
 BENCHMARKS = {m.KEY: m for m in (b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling, b7_backends,
-                                  b8_search, b9_scaling_memory)}
+                                  b8_search, b9_scaling_memory, b10_finetune, b11_precision)}
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
-BUDGET_MINUTES = 30  # `make bench` on 2 CPU cores (B8 and B9 add ~8 min to B1-B7's ~19)
+BUDGET_MINUTES = 35  # `make bench` on 2 CPU cores (B8 and B9 add ~8 min to B1-B7's ~19, B10 ~1.5, B11 ~2)
 
 log = logging.getLogger("benchmarks")
 
@@ -49,7 +50,7 @@ def parse_only(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="protkit benchmarks B1-B9", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(description="protkit benchmarks B1-B11", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__)
     parser.add_argument("--only", type=parse_only, default=list(BENCHMARKS), metavar="B1,B3",
                         help="comma-separated benchmarks to run (default: all)")

@@ -1,4 +1,5 @@
-"""``protkit export``: a trained student in the ``prothash`` package's format or as ONNX."""
+"""``protkit export``: a trained student in the ``prothash`` package's format or as ONNX, or a
+student or the teacher as a self-contained Hugging Face model directory."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from protkit.models.resolve import ModelKind, classify_model
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("prothash", "onnx")
+FORMATS = ("prothash", "onnx", "hf")
 
 
 def export_model(model: str | Path, fmt: str, output: str | Path, int8: bool = False) -> Path:
@@ -24,9 +25,18 @@ def export_model(model: str | Path, fmt: str, output: str | Path, int8: bool = F
     ``prothash``: a directory for ``prothash.model.ProtHash.from_pretrained`` (see
     :func:`~protkit.models.prothash.convert.export_prothash`). ``onnx``: one ``.onnx`` file (see
     :mod:`protkit.onnx.export`); ``int8`` adds the int8 weight quantization shipped for ONNX.
+    ``hf``: a Hugging Face directory (:mod:`protkit.hf.export`), of a student or of the ESMC teacher.
     """
     if fmt not in FORMATS:
         raise ModelFormatError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if int8 and fmt != "onnx":
+        raise ModelFormatError(f"--int8 applies to --format onnx only; the {fmt} format stores float weights")
+    if fmt == "hf":
+        from protkit.hf.export import export_hf
+
+        out = export_hf(model, output)
+        log.info("exported %s as a Hugging Face model to %s", model, out)
+        return out
     found = classify_model(model)
     if found.kind == ModelKind.INT8:
         raise ModelFormatError(
@@ -35,8 +45,6 @@ def export_model(model: str | Path, fmt: str, output: str | Path, int8: bool = F
         )
     if found.kind != ModelKind.STUDENT:
         raise ModelFormatError(f"{model}: only ProtHash students can be exported (this is {found.kind.value})")
-    if int8 and fmt != "onnx":
-        raise ModelFormatError("--int8 applies to --format onnx only; the prothash format stores float weights")
     claim = claim_outputs(directories=[output], inputs=[found.path]) if fmt == "prothash" else \
         claim_outputs([output], inputs=[found.path])
     with claim:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
+from tiny_models import TINY_STUDENT
 
 if TYPE_CHECKING:
     from protkit.sequences.fasta import FastaRecord
@@ -93,7 +94,6 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubCache:
     return add
 
 
-TINY_STUDENT = {"d_model": 32, "q_heads": 4, "kv_heads": 2, "n_layers": 2, "teacher_dim": 64, "context_length": 512}
 
 
 @pytest.fixture(scope="session")

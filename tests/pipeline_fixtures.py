@@ -33,6 +33,10 @@ def tiny_config(n_variants: int = 2, embed_inputs: dict[str, str] | None = None,
         shards=shards,
         max_tokens=4096,
     )
+    # Fine-tuning on labels every header has: Prodigal's start type (ATG, GTG, TTG, Edge), one short epoch.
+    config["finetune"] = {"start_codon": {"model": "v0", "train": config["data"]["paths"][0],
+                                          "label_regex": r"start_type=(\w+)", "epochs": 1, "max_length": 130,
+                                          "batch_tokens": 8192}}
     return config
 
 

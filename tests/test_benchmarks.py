@@ -1,5 +1,5 @@
 """Benchmark harness (benchmarks/): interleaved timing, sampling, goal verdicts, failure reporting,
-and a --quick smoke run of B1-B8 through run_all.py on the real protein data."""
+and a --quick smoke run of every benchmark (B1-B11) through run_all.py on the real protein data."""
 
 from __future__ import annotations
 
@@ -94,6 +94,7 @@ def test_quick_run_of_every_benchmark_writes_the_report(shared_data: Path, tmp_p
     status = run_all.main(["--quick", "--data", str(shared_data), "--out", str(out)])
     text = out.read_text()
     assert status == 0, text
+    assert {"B10", "B11"} <= set(run_all.BENCHMARKS)
     for key in run_all.BENCHMARKS:
         assert re.search(rf"^## {key} .*\(cpu\)$", text, re.M), f"{key} section missing"
     assert "QUICK SMOKE RUN" in text
@@ -101,7 +102,8 @@ def test_quick_run_of_every_benchmark_writes_the_report(shared_data: Path, tmp_p
     assert "--quick --data" in text  # the exact command
     verdicts = re.findall(r"\| (PASS|MISS) \|$", text, re.M)
     assert len(verdicts) >= 2 * 7  # every goal in the summary and in its section
-    assert "parity" in text and "cosine" in text and "peak RSS" in text
+    assert "parity" in text and "cosine" in text and "peak RSS" in text and "residue cosine p1" in text
+    assert "student LoRA residues/s vs teacher LoRA" in text
     assert not list(tmp_path.glob(".benchmarks.md.*"))  # atomic write left no temporary file
 
 
@@ -225,3 +227,31 @@ def test_b9_ceiling_goals_pass_below_their_limit() -> None:
     assert b9.LimitGoal("peak", 1500.0, 1200.0).row() == ["peak", "<= 1.50 GB", "1.20 GB", "-", "PASS"]
     assert b9.LimitGoal("growth", 1.2, 1.3, unit="x").row() == ["growth", "<= 1.20x", "1.30x", "-", "MISS"]
     assert not b9.LimitGoal("peak", 1500.0, None).passed
+
+
+# --- B11: precision metrics -----------------------------------------------------------------------
+def test_b11_metrics_on_known_arrays() -> None:
+    from benchmarks import b11_precision as b11
+
+    expected = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    got = torch.tensor([[3.0, 4.0], [1.0, 1.0]])  # one element off by 1
+    assert b11.mse(got, expected) == pytest.approx(0.25)
+    assert b11.relative_l2(got, expected) == pytest.approx(1 / np.sqrt(26))  # ||diff|| / ||expected||, not per row
+    assert b11.cosine_percentile(got, expected, 0.0) == pytest.approx(1 / np.sqrt(2))
+    assert b11.cosine_percentile(got, expected, 50.0) == pytest.approx((1 + 1 / np.sqrt(2)) / 2)
+    rows = torch.ones(201, 2)
+    for outliers, p1 in ((1, 1.0), (3, 0.0)):  # p1 of 201 cosines is the 3rd smallest
+        turned = rows.clone()
+        turned[:outliers] = torch.tensor([1.0, -1.0])  # orthogonal to (1, 1): cosine 0
+        assert b11.cosine_percentile(turned, rows, 1.0) == pytest.approx(p1, abs=1e-12)
+    assert np.isnan(b11.cosine_percentile(torch.full((3, 2), float("nan")), rows[:3]))
+    same = b11.Outputs(expected, expected, 0.0)
+    assert b11.errors(same, same) == b11.Errors(0.0, 0.0, pytest.approx(1.0), pytest.approx(1.0))
+    assert b11.Errors(1e-6, 1e-2, 0.999, 0.999).within_limits()
+    assert not b11.Errors(1e-6, 4e-2, 0.999, 0.999).within_limits()
+    assert not b11.Errors(1e-6, 1e-2, 0.99, 0.999).within_limits()
+    assert not b11.Errors(float("nan"), float("nan"), float("nan"), float("nan")).within_limits()
+    assert b11.CeilingGoal("g", 3e-2, 1.3e-2).row() == ["g", "<= 3e-02", "1.3e-02", "-", "PASS"]
+    assert b11.CeilingGoal("g", 3e-2, 4e-2).row()[-1] == "MISS"
+    assert b11.CeilingGoal("g", 3e-2, float("nan")).row()[-1] == "MISS"
+    assert b11.limit_goal("m", "bf16", b11.Errors(1e-6, 1e-2, 0.99, 0.999)).row()[-1] == "MISS"  # p1 below 0.995

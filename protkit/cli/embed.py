@@ -11,18 +11,20 @@ from protkit.embed.settings import OVERLENGTH
 from protkit.export import FORMATS as EXPORT_FORMATS
 from protkit.models.device import PRECISIONS
 from protkit.sequences.alphabet import ALPHABET_POLICIES
-from protkit.sequences.pooling import POOLINGS
+from protkit.sequences.pooling import EMBED_POOLINGS
 
 
 EMBED_DESCRIPTION = (
     "Embed every record of a FASTA file (.gz ok) with a ProtHash student or the ESMC teacher. Output: parquet with "
-    "id, length, truncated and one vector column per pooling, in FASTA order. A killed run re-started with the same "
-    "arguments resumes from its finished parts."
+    "id, length, truncated and one vector column per pooling (or one, --concatenate), in FASTA order. A killed run "
+    "re-started with the same arguments resumes from its finished parts."
 )
 EXPORT_DESCRIPTION = (
     "prothash: a directory that prothash.model.ProtHash.from_pretrained loads (CLS vectors equal protkit's). onnx: "
     "inputs input_ids, attention_mask (B, L); outputs cls, mean, max (teacher width) and cls_native, mean_native, "
-    "max_native."
+    "max_native. hf: a Hugging Face directory (a student, or the teacher: esmc_300m, esmc_600m or an ESMC weights "
+    "file) that AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification (and for the teacher "
+    "AutoModelForMaskedLM) load with trust_remote_code=True and only torch and transformers installed."
 )
 
 
@@ -35,7 +37,13 @@ def add_embed(commands: argparse._SubParsersAction) -> None:
     embed.add_argument("--input", required=True, help="FASTA file (plain or gzip)")
     embed.add_argument("--output", required=True, help="output parquet file (written atomically)")
     embed.add_argument("--pooling", type=pooling_list, default=["mean"],
-                       help=f"comma-separated: {', '.join(POOLINGS)} (default: mean)")
+                       help=f"comma-separated: {', '.join(EMBED_POOLINGS)} (default: mean); over the residues: "
+                       "mean, max and, as ESM++ (FastPLMs) defines them, std/var (population), median (the lower "
+                       "middle value for an even count), norm (L2); std, var, median and norm run in torch "
+                       "(auto picks it)")
+    embed.add_argument("--concatenate", action="store_true",
+                       help="one column instead of one per pooling, named by the poolings joined with '+' "
+                       "(e.g. mean+std): their vectors side by side, in the order given")
     embed.add_argument("--per-residue", metavar="FILE", default=None,
                        help="also write per-residue vectors (CLS/EOS removed) to this parquet file; read it with "
                        "protkit.embed.residues.read_residues")
@@ -66,9 +74,10 @@ def add_embed(commands: argparse._SubParsersAction) -> None:
 def add_export(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="write a student in the prothash package's format or as ONNX",
                                  description=EXPORT_DESCRIPTION)
-    export.add_argument("--model", required=True, help="student directory or Hugging Face Hub id (fp32)")
+    export.add_argument("--model", required=True,
+                        help="student directory or Hugging Face Hub id (fp32); for --format hf also the teacher")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    export.add_argument("--output", required=True, help="output directory (prothash) or .onnx file (onnx)")
+    export.add_argument("--output", required=True, help="output directory (prothash, hf) or .onnx file (onnx)")
     export.add_argument("--int8", action="store_true", help="onnx only: the int8 ONNX model (see README)")
 
 
@@ -87,6 +96,7 @@ def run_embed(args: argparse.Namespace) -> None:
         args.input,
         args.output,
         poolings=args.pooling,
+        concatenate=args.concatenate,
         max_tokens=args.max_tokens,
         max_length=args.max_length,
         overlength=args.overlength,

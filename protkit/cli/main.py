@@ -2,10 +2,11 @@
 
 - ``protkit embed --model MODEL --input X.fasta --output Y.parquet``: embed with a student or the teacher;
 - ``protkit export --model DIR --format prothash|onnx --output OUT``: a student in another format;
-- ``protkit index|search|dedup|cluster|hash``: search and group embedded proteins (:mod:`protkit.cli.search`).
+- ``protkit index|search|dedup|cluster|hash``: search and group embedded proteins (:mod:`protkit.cli.search`);
+- ``protkit finetune`` / ``protkit predict``: train on your own labels, predict with the result (:mod:`protkit.cli.finetune`).
 
-The commands live in :mod:`protkit.cli.embed` and :mod:`protkit.cli.search`; argument types in
-:mod:`protkit.cli.types`.
+The commands live in :mod:`protkit.cli.embed`, :mod:`protkit.cli.search` and :mod:`protkit.cli.finetune`;
+argument types in :mod:`protkit.cli.types`.
 
 User errors (missing or malformed files, foreign model formats, bad options) print one
 ``protkit: error: ...`` line and exit with status 2, without a traceback and without an output file.
@@ -20,6 +21,7 @@ from typing import Sequence
 
 import protkit
 from protkit.cli.embed import add_embed, add_export, run_embed, run_export
+from protkit.cli.finetune import add_finetune, add_predict, run_finetune, run_predict
 from protkit.cli.search import add_commands, run_search
 
 log = logging.getLogger("protkit")
@@ -33,12 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_embed(commands)
     add_export(commands)
     add_commands(commands)
+    add_finetune(commands)
+    add_predict(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``protkit`` script; returns the exit status."""
     from protkit.embed.embedder import EmbedError
+    from protkit.finetune.errors import FinetuneError
     from protkit.io.metadata import FileFormatError
     from protkit.models.prothash.checkpoint import ModelFormatError
     from protkit.onnx.export import OnnxExportError
@@ -55,10 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_embed(args)
         elif args.command == "export":
             run_export(args)
+        elif args.command == "finetune":
+            run_finetune(args)
+        elif args.command == "predict":
+            run_predict(args)
         else:
             run_search(args)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FastaError, EmbedError,
-            ModelFormatError, OnnxExportError, OnnxModelError, FileFormatError, OutputError) as err:
+            ModelFormatError, OnnxExportError, OnnxModelError, FileFormatError, OutputError, FinetuneError) as err:
         return _error(err)
     except OSError as err:  # a full disk or a read-only file system met outside protkit's writers
         return _error(disk_error(err, err.filename or ".") or err)

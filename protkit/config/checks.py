@@ -1,12 +1,16 @@
 """Checks of the workflow configuration across keys, after the schema: names that must refer to
 each other, and every variant's settings as the distill job will read them (architecture, training,
-QAT, against its teacher's cache), probes and the random demo teacher. Each problem is one
+QAT, against its teacher's cache), probes, fine-tuning tasks and the random demo teacher. Each problem is one
 ``key: message`` line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from protkit.distill.config import CacheFacts, variant_settings
 from protkit.evaluate.probes import ProbeError, probe_specs
+from protkit.finetune.errors import FinetuneError
+from protkit.finetune.labels import compile_label_regex, table_separator
 from protkit.models.memory import INFERENCE_BYTES_PER_PARAMETER, check_fits
 from protkit.models.names import TEACHER_WIDTHS
 from protkit.sequences.tokenize import token_count
@@ -29,7 +33,8 @@ def cross_checks(config: dict) -> list[str]:
     problems = _reference_problems(config) + _search_problems(config)
     if problems:  # later checks look names up
         return problems
-    return _teacher_problems(config) + _variant_problems(config) + _evaluate_problems(config) + _probe_problems(config)
+    return (_teacher_problems(config) + _variant_problems(config) + _evaluate_problems(config)
+            + _probe_problems(config) + _finetune_problems(config))
 
 
 def _reference_problems(config: dict) -> list[str]:
@@ -59,7 +64,8 @@ def _search_problems(config: dict) -> list[str]:
     search, embed = config.get("search", {}), config.get("embed", {})
     problems = []
     if search.get("pooling", "mean") not in embed.get("poolings", ["mean"]):
-        problems.append(f"search.pooling: {search['pooling']!r} is not in embed.poolings ({', '.join(embed['poolings'])})")
+        problems.append(f"search.pooling: {search['pooling']!r} is not in embed.poolings "
+                        f"({', '.join(embed['poolings'])})")
     for name in set(search.get("queries", {})) & set(embed.get("inputs", {})):
         problems.append(f"search.queries.{name}: the name is taken by embed.inputs.{name}; rename one")
     if search.get("cluster_k") is not None and search.get("cluster_threshold") is not None:
@@ -125,4 +131,48 @@ def _probe_problems(config: dict) -> list[str]:
         probe_specs(config["probes"])
     except ProbeError as err:
         return [str(err)]
+    return []
+
+
+def finetune_base(config: dict, model: str) -> str | None:
+    """``variant`` or ``teacher``: what a finetune task's ``model`` names (None: neither)."""
+    if model in config["variants"]:
+        return "variant"
+    return "teacher" if model in config["teachers"] else None
+
+
+def _finetune_problems(config: dict) -> list[str]:
+    """Each fine-tuning task's base model and label source (the file itself is read by the job)."""
+    problems = []
+    for name, task in config.get("finetune", {}).items():
+        key, model = f"finetune.{name}", task["model"]
+        if model in config["variants"] and model in config["teachers"]:
+            problems.append(f"{key}.model: {model!r} is both a variant and a teacher; rename one")
+        elif is_int8(model) and variant_of(model) in config["variants"]:
+            problems.append(f"{key}.model: {model!r} is an int8 model, whose 8-bit weights cannot be trained; "
+                            f"fine-tune its fp32 variant {variant_of(model)!r} (and quantize the result if you need)")
+        elif finetune_base(config, model) is None:
+            problems.append(f"{key}.model: {model!r} names no variant ({', '.join(config['variants'])}) and no "
+                            f"teacher ({', '.join(config['teachers'])})")
+        if task.get("test") and task.get("test_fraction", 0) > 0:
+            problems.append(f"{key}: give test (a file) or test_fraction (a share of train), not both")
+        problems += _label_source_problems(key, task)
+    return problems
+
+
+def _label_source_problems(key: str, task: dict) -> list[str]:
+    is_table = table_separator(Path(task["train"])) is not None
+    if is_table and not task.get("label_columns"):
+        return [f"{key}.label_columns: required for a table ({task['train']}): the column(s) holding the labels"]
+    if is_table:
+        return []
+    if task.get("label_columns"):
+        return [f"{key}.label_columns: for tables (.csv, .tsv, .parquet); a FASTA file's labels come from its "
+                "headers with label_regex"]
+    if task.get("task") == "tokens":
+        return [f"{key}.task: tokens reads per-residue labels from a table column, not from FASTA headers"]
+    try:
+        compile_label_regex(task.get("label_regex"), Path(task["train"]))
+    except FinetuneError as err:
+        return [f"{key}.label_regex: {str(err).replace('--label-regex', 'label_regex')}"]
     return []

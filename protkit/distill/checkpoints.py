@@ -23,6 +23,7 @@ from protkit.distill.objectives import DistillData
 from protkit.distill.qat import QATSettings
 from protkit.distill.rowfiles import data_sha256
 from protkit.io.atomic import atomic_path
+from protkit.io.digests import flatten
 from protkit.models.prothash.config import ProtHashConfig
 from protkit.models.prothash.model import ProtHash
 
@@ -57,16 +58,6 @@ def training_settings(
     }
 
 
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def settings_hash(settings: dict) -> str:
     """sha256 of the settings as JSON (sorted keys): what a checkpoint must match to resume."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -93,7 +84,7 @@ def load_checkpoint(checkpoint_dir: Path, settings: dict) -> dict | None:
         return None
     state = torch.load(files[-1], map_location="cpu", weights_only=True)
     if state.get("config_hash") != settings_hash(settings):
-        theirs, ours = _flatten(json.loads(state.get("settings", "{}"))), _flatten(settings)
+        theirs, ours = flatten(json.loads(state.get("settings", "{}"))), flatten(settings)
         differing = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
         raise ValueError(
             f"checkpoint directory {checkpoint_dir} holds {files[-1].name}, trained with other settings "

@@ -2,10 +2,12 @@
 
 An :class:`Embedder` wraps a ProtHash student (protkit's or the ``prothash`` package's format;
 fp32/bf16/fp16 or int8; torch or onnxruntime) or the ESMC teacher, and turns a padded
-:class:`~protkit.sequences.tokenize.TokenBatch` into pooled vectors (``cls``, ``mean``, ``max``) and,
-optionally, per-residue vectors. Students embed in the teacher's width (through the adapter);
-``cls`` and ``mean`` are pooled before the (linear) adapter, which is cheaper and equal up to
-rounding, while ``max`` and per-residue vectors go through it token by token.
+:class:`~protkit.sequences.tokenize.TokenBatch` into pooled vectors (``cls``, ``mean``, ``max``, ``std``,
+``var``, ``median``, ``norm``) and, optionally, per-residue vectors. Students embed in the teacher's width
+(through the adapter); the poolings that commute with a linear head
+(:data:`~protkit.sequences.pooling.LINEAR_POOLINGS`: ``cls``, ``mean``) are pooled before the adapter,
+which is cheaper and equal up to rounding, while the others and per-residue vectors go through it
+token by token.
 
 Loading a model as an :class:`Embedder` is :mod:`protkit.embed.loading`'s job.
 """
@@ -21,7 +23,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from protkit.sequences.batching import token_budget_batches
-from protkit.sequences.pooling import POOLINGS, TOKENS, pool
+from protkit.sequences.pooling import EMBED_POOLINGS, LINEAR_POOLINGS, TOKENS, pool
 from protkit.sequences.tokenize import TokenBatch, pad_batch, residue_count
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -54,7 +56,7 @@ class Embedder:
     quantization: str | None = None  # None, "int8_dynamic", "int8_weight_only", or an ONNX scheme
     backend: str = "torch"
     model: nn.Module | None = None  # the torch module (None for onnxruntime)
-    poolings: tuple[str, ...] = POOLINGS  # the poolings it can give
+    poolings: tuple[str, ...] = EMBED_POOLINGS  # the poolings it can give
     extra: dict = field(default_factory=dict)  # backend details for the metadata
 
     def metadata(self) -> dict:
@@ -89,13 +91,14 @@ class TorchRunner:
         ids, mask = batch.input_ids, batch.attention_mask
         with torch.inference_mode():
             hidden = self.encode(ids, mask).float()  # (B, L, d)
-            per_token = self._head(hidden) if residues or "max" in poolings else None  # (B, L, D)
+            token_wise = residues or any(p not in LINEAR_POOLINGS for p in poolings)
+            per_token = self._head(hidden) if token_wise else None  # (B, L, D)
             pooled = {}
             for p in poolings:
-                if p == "max":
-                    pooled[p] = pool(per_token, ids, mask, "max")
-                else:  # linear head: pooling first is cheaper and equal up to rounding
+                if p in LINEAR_POOLINGS:  # pooling before the linear head: cheaper, equal up to rounding
                     pooled[p] = self._head(pool(hidden, ids, mask, p))  # (B, D)
+                else:  # max, std, var, median, norm: over the head's per-token output
+                    pooled[p] = pool(per_token, ids, mask, p)  # (B, D)
             out = {p: v.cpu().numpy() for p, v in pooled.items()}
             tokens = [t.cpu().numpy() for t in pool(per_token, ids, mask, TOKENS)] if residues else None
         return out, tokens

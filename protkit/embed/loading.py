@@ -20,6 +20,7 @@ from protkit.io.digests import file_sha256
 from protkit.models.device import DTYPES, PRECISIONS, resolve_device
 from protkit.models.esmc.model import CONTEXT_LENGTH as ESMC_CONTEXT
 from protkit.models.resolve import FoundModel, ModelKind, classify_model, load_student, load_teacher_weights
+from protkit.sequences.pooling import POOLINGS, pooling_parts
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,17 @@ def load_embedder(
     own dynamic int8. ``precision``: the float type of the forward pass (fp32, bf16, fp16).
     ``backend``: ``torch``, ``onnxruntime`` (students on the CPU) or ``auto`` (:func:`choose_backend`).
     ``per_residue``: per-residue vectors will be asked for (torch only). ``poolings``: the poolings
-    that will be asked for; onnxruntime exports a graph with just those (onnxruntime runs every node
-    of a graph, and ``max`` costs ~7%), default all.
+    that will be asked for (a concatenated name such as ``mean+std`` counts as its parts); onnxruntime
+    exports a graph with just those (onnxruntime runs every node of a graph, and ``max`` costs ~7%),
+    default all; ONNX graphs give ``cls``, ``mean`` and ``max`` only, so the others need torch.
     """
     if precision not in PRECISIONS:
         raise EmbedError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if backend not in BACKENDS:
         raise EmbedError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     device = resolve_device(device) if isinstance(device, str) else device
+    if poolings is not None:
+        poolings = [part for name in poolings for part in pooling_parts(name)]
     found = classify_model(model)
     if found.kind == ModelKind.TEACHER:
         if int8:
@@ -71,8 +75,13 @@ def load_embedder(
                              "student directory")
         chosen = "onnxruntime"
     else:
-        chosen = choose_backend(backend, device, precision, per_residue, found.kind == ModelKind.STUDENT)
+        chosen = choose_backend(backend, device, precision, per_residue, found.kind == ModelKind.STUDENT, poolings)
     if chosen == "onnxruntime":
+        beyond_onnx = [p for p in poolings or () if p not in POOLINGS]
+        if beyond_onnx:
+            raise EmbedError(f"model {model}: the onnxruntime backend gives {', '.join(POOLINGS)} poolings, not "
+                             f"{', '.join(beyond_onnx)}; use --backend torch"
+                             + (" with the student directory" if found.kind == ModelKind.ONNX else ""))
         if per_residue:
             raise EmbedError(f"model {model}: per-residue vectors need --backend torch (and a student "
                              "directory, not an .onnx file)")
@@ -85,12 +94,16 @@ def load_embedder(
     return _torch_student(str(model), found, int8, precision, device)
 
 
-def choose_backend(backend: str, device: torch.device, precision: str, per_residue: bool, fp32_student: bool) -> str:
+def choose_backend(backend: str, device: torch.device, precision: str, per_residue: bool, fp32_student: bool,
+                   poolings: Sequence[str] | None = None) -> str:
     """``auto``: onnxruntime for an fp32-weights student on the CPU asked for pooled fp32 vectors
-    (fastest measured, B7), torch otherwise (GPUs, bf16/fp16, per-residue, int8 artifacts)."""
+    that ONNX graphs give (``poolings`` within :data:`~protkit.sequences.pooling.POOLINGS`; None: the
+    defaults) (fastest measured, B7), torch otherwise (GPUs, bf16/fp16, per-residue, int8 artifacts,
+    std/var/median/norm)."""
     if backend != "auto":
         return backend
-    onnx_ok = device.type == "cpu" and precision == "fp32" and not per_residue and fp32_student
+    onnx_poolings = all(p in POOLINGS for p in poolings or ())
+    onnx_ok = device.type == "cpu" and precision == "fp32" and not per_residue and fp32_student and onnx_poolings
     if onnx_ok and importlib.util.find_spec("onnxruntime") is not None:
         return "onnxruntime"
     return "torch"

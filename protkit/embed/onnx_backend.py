@@ -10,7 +10,7 @@ protkit's version; later runs load the cached file. An ``.onnx`` file written by
 fp32 gives torch fp32's vectors to about 1e-6 relative L2; ``--int8`` gives onnxruntime's dynamic
 int8 (per-channel int8 weights, uint8 activations quantized per batch: cosine to fp32 >= 0.999, but
 a protein's vector depends slightly on its batch). Pooled outputs only (``cls``, ``mean``, ``max``):
-per-residue vectors need the torch backend.
+the other poolings (``std``, ``var``, ``median``, ``norm``) and per-residue vectors need the torch backend.
 """
 
 from __future__ import annotations

@@ -116,8 +116,12 @@ def embed_part(
         "length": pa.array([len(r.sequence) for r in rows], type=pa.int32()),
         "truncated": pa.array([r.truncated for r in rows], type=pa.bool_()),
     }
-    for p in s.poolings:
-        columns[p] = vector_column(pooled[p][which], s.store_dtype)
+    if s.concatenate:
+        side_by_side = np.concatenate([pooled[p] for p in s.poolings], axis=1)  # (N, len(poolings) * D)
+        columns[s.columns[0]] = vector_column(side_by_side[which], s.store_dtype)
+    else:
+        for p in s.poolings:
+            columns[p] = vector_column(pooled[p][which], s.store_dtype)
     if s.shard is not None:
         columns["index"] = pa.array([r.position for r in rows], type=pa.int64())
     meta = {"part_key": key, "n_unique": len(tokens)}

@@ -4,11 +4,14 @@ Output parquet (one row per kept FASTA record, in FASTA order):
 
 - ``id`` (string), ``length`` (int32, residues of the input sequence), ``truncated`` (bool: only
   the first ``max_length - 2`` residues were embedded);
-- one column per pooling (``mean``, ``cls``, ``max``): fixed-size list of ``dim`` float32 or
-  float16 (students: their vectors in the teacher's width, ``ProtHash.embed_teacher``);
+- one column per pooling (``mean``, ``cls``, ``max``, ``std``, ``var``, ``median``, ``norm``:
+  :mod:`protkit.sequences.pooling`): fixed-size list of ``dim`` float32 or float16 (students: their
+  vectors in the teacher's width, ``ProtHash.embed_teacher``); with ``concatenate``, one column
+  instead, named by the poolings joined with ``+`` (``mean+std``), their vectors side by side in
+  the order given (``dim`` is then the poolings times the model's width);
 - key-value metadata under ``protkit`` (JSON, :func:`protkit.io.metadata.read_protkit_metadata`): model, kind, model
-  fingerprint (sha256 of the weights file), precision, backend, int8 method, poolings, dims,
-  max_length, overlength and alphabet policies, dropped and rejected records, protkit version.
+  fingerprint (sha256 of the weights file), precision, backend, int8 method, poolings (the vector
+  columns), dim, max_length, overlength and alphabet policies, dropped and rejected records, protkit version.
 
 Records: sequences are upper-cased and a terminal ``*`` removed; letters outside the amino-acid
 alphabet (:mod:`protkit.sequences.alphabet`) skip the record (``alphabet="reject"``, listed in the metadata
@@ -47,6 +50,7 @@ from protkit.io.columns import STORE_DTYPES
 from protkit.io.digests import file_sha256
 from protkit.io.metadata import read_protkit_metadata
 from protkit.io.outputs import OutputError, claim_outputs
+from protkit.sequences.pooling import CONCATENATION, pooling_parts
 from protkit.sequences.tokenize import embedded_residues
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ def embed_fasta(
     out_parquet: str | Path,
     *,
     poolings: Sequence[str] = ("mean",),
+    concatenate: bool = False,
     max_tokens: int | None = None,
     max_length: int | None = None,
     overlength: str = "truncate",
@@ -76,9 +81,13 @@ def embed_fasta(
     context length). ``overlength``: ``truncate`` (keep the N-terminal residues), ``drop`` (leave
     out, listed in the metadata) or ``error``. ``alphabet``: ``reject`` or ``error``.
     ``resume=False`` discards an unfinished run. ``metadata``: extra entries for the ``protkit`` metadata.
+    ``concatenate``: one column of the poolings' vectors side by side; a single concatenated name
+    (``poolings=["mean+std"]``, as a file's metadata lists it) means the same.
     """
+    if len(poolings) == 1 and CONCATENATION in poolings[0]:
+        poolings, concatenate = pooling_parts(poolings[0]), True
     settings = EmbedSettings(
-        poolings=tuple(poolings), max_tokens=max_tokens or default_max_tokens(embedder),
+        poolings=tuple(poolings), concatenate=concatenate, max_tokens=max_tokens or default_max_tokens(embedder),
         max_length=max_length or embedder.context_length, overlength=overlength, alphabet=alphabet,
         store_dtype=store_dtype, per_residue=per_residue is not None,
         chunk_residues=chunk_residues or (RESIDUE_CHUNK_RESIDUES if per_residue else POOLED_CHUNK_RESIDUES),
@@ -95,11 +104,11 @@ def embed_fasta(
         parts = group_parts(plan.rows, settings.chunk_residues)
         try:
             _embed_parts(embedder, parts, settings, directory, run_fingerprint(identity), Path(source).name)
-            run_meta = _run_metadata(embedder.kind, plan, settings, identity, source, directory, len(parts))
+            run_meta = _run_metadata(embedder, plan, settings, identity, source, directory, len(parts))
             meta = {**embedder.metadata(), **run_meta, **(metadata or {})}
             if per_residue is not None:
-                merge_parts([directory / part_names(k)[1] for k in range(len(parts))], {**meta, "per_residue": True},
-                            per_residue)
+                merge_parts([directory / part_names(k)[1] for k in range(len(parts))],
+                            {**meta, "dim": embedder.dim, "per_residue": True}, per_residue)
             merge_parts([directory / part_names(k)[0] for k in range(len(parts))], meta, out_parquet)
         except OutputError as err:
             raise keep_or_remove(directory, err, _output_bytes(plan, settings, embedder.dim)) from None
@@ -137,14 +146,16 @@ def _embed_parts(embedder: Embedder, parts: list, settings: EmbedSettings, direc
                 embed_part(embedder, rows, settings, directory, k, keys[k], bar.update)
 
 
-def _run_metadata(kind: str, plan: Plan, settings: EmbedSettings, identity: dict, source: str, directory: Path,
-                  n_parts: int) -> dict:
-    """The output's ``protkit`` metadata beyond the model's (``kind``: student or teacher): settings,
+def _run_metadata(embedder: Embedder, plan: Plan, settings: EmbedSettings, identity: dict, source: str,
+                  directory: Path, n_parts: int) -> dict:
+    """The output's ``protkit`` metadata beyond the model's: settings, vector columns and their width,
     input, counts, left-out records."""
     n_unique = sum(read_protkit_metadata(directory / part_names(k)[0])["n_unique"] for k in range(n_parts))
     return {
-        "space": "teacher" if kind == "student" else "model",
-        "poolings": list(settings.poolings),
+        "space": "teacher" if embedder.kind == "student" else "model",
+        "poolings": list(settings.columns),
+        "concatenate": settings.concatenate,
+        "dim": embedder.dim * (len(settings.poolings) if settings.concatenate else 1),
         "store_dtype": settings.store_dtype,
         "max_length": settings.max_length,
         "overlength": settings.overlength,

@@ -8,7 +8,7 @@ import protkit
 from protkit.embed.embedder import Embedder, EmbedError
 from protkit.io.columns import STORE_DTYPES
 from protkit.sequences.alphabet import ALPHABET_POLICIES
-from protkit.sequences.pooling import POOLINGS
+from protkit.sequences.pooling import EMBED_POOLINGS, concatenated_name
 
 OVERLENGTH = ("truncate", "drop", "error")
 POOLED_CHUNK_RESIDUES = 1 << 18  # residues per resumable part
@@ -20,6 +20,7 @@ class EmbedSettings:
     """What shapes an embedding run's output (with the model and the input file)."""
 
     poolings: tuple[str, ...]
+    concatenate: bool  # one column of the poolings' vectors side by side, named "mean+std"
     max_tokens: int
     max_length: int
     overlength: str
@@ -29,17 +30,25 @@ class EmbedSettings:
     chunk_residues: int
     shard: tuple[int, int] | None
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The output's vector columns: one per pooling, or the one concatenated column."""
+        return (concatenated_name(self.poolings),) if self.concatenate else self.poolings
+
 
 def check_settings(embedder: Embedder, s: EmbedSettings) -> None:
     """EmbedError naming the option when a setting does not fit the model or is unknown."""
-    if not s.poolings or any(p not in POOLINGS for p in s.poolings):
+    if not s.poolings or any(p not in EMBED_POOLINGS for p in s.poolings):
         raise EmbedError(
-            f"pooling must be one or more of {', '.join(POOLINGS)}, got {', '.join(s.poolings) or 'none'}"
+            f"pooling must be one or more of {', '.join(EMBED_POOLINGS)}, got {', '.join(s.poolings) or 'none'}"
         )
+    if len(set(s.poolings)) < len(s.poolings):
+        raise EmbedError(f"pooling names a pooling twice: {', '.join(s.poolings)}")
     unavailable = [p for p in s.poolings if p not in embedder.poolings]
     if unavailable:
+        hint = "; the torch backend gives every pooling" if embedder.backend != "torch" else ""
         raise EmbedError(f"model {embedder.source} gives no {', '.join(unavailable)} pooling; "
-                         f"it has {', '.join(embedder.poolings)}")
+                         f"it has {', '.join(embedder.poolings)}{hint}")
     if s.overlength not in OVERLENGTH:
         raise EmbedError(f"overlength must be one of {', '.join(OVERLENGTH)}, got {s.overlength!r}")
     if s.alphabet not in ALPHABET_POLICIES:

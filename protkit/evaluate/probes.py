@@ -32,7 +32,7 @@ from protkit.search.hygiene import require_usable
 from protkit.search.knn import exact_topk
 from protkit.search.vectors import normalise
 from protkit.sequences.alphabet import check_alphabet, clean_sequence
-from protkit.sequences.fasta import read_fasta
+from protkit.sequences.fasta import header_regex, read_fasta
 from protkit.sequences.tokenize import encode_one, max_residues
 
 if TYPE_CHECKING:  # torch only where models run: the workflow checks probe specs at parse time
@@ -106,13 +106,9 @@ def _compile(name: str, key: str, pattern: str | None) -> re.Pattern | None:
     if pattern is None:
         return None
     try:
-        compiled = re.compile(pattern)
-    except re.error as err:
-        raise ProbeError(f"probes.{name}.{key}: {pattern!r} is not a regular expression ({err})") from None
-    if compiled.groups != 1:
-        raise ProbeError(f"probes.{name}.{key}: {pattern!r} needs exactly one capture group (...), "
-                         f"it has {compiled.groups}")
-    return compiled
+        return header_regex(pattern)
+    except ValueError as err:
+        raise ProbeError(f"probes.{name}.{key}: {err}") from None
 
 
 # --- reading a labelled set ----------------------------------------------------------------------

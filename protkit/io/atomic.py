@@ -54,6 +54,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
+        for item in tmp.rglob("*"):  # files written through mkstemp (here or by a library) are 0600
+            if item.is_file() and not item.is_symlink() and item.stat().st_mode & 0o777 == 0o600:
+                os.chmod(item, 0o666 & ~_umask())
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)

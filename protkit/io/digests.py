@@ -1,4 +1,5 @@
-"""Digests that identify files and settings: sha256 of a file's bytes, of a JSON value."""
+"""Digests that identify files and settings: sha256 of a file's bytes, of a JSON value; settings
+flattened to dotted keys, to name what differs between two of them."""
 
 from __future__ import annotations
 
@@ -23,3 +24,14 @@ def json_sha256(value: Any) -> str:
     """Hex sha256 of ``value`` as compact JSON with sorted keys (equal values, equal digests)."""
     blob = json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
+
+
+def flatten(settings: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as ``{"a.b": value}``."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,6 +1,9 @@
-"""Layers the teacher and the student share: rotary positions and padding masks."""
+"""Layers the teacher and the student share: rotary positions, padding masks, and attention with
+its probabilities (a manual path, for ``output_attentions``)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -17,9 +20,13 @@ class Rotary(nn.Module):
 
     def __init__(self, dim: int, base: float, seq_dim: int):
         super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self.seq_dim = seq_dim
+        self.dim, self.base, self.seq_dim = dim, base, seq_dim
+        self.register_buffer("inv_freq", self.frequencies(), persistent=False)
+
+    def frequencies(self) -> torch.Tensor:
+        """The rotation frequencies, on the CPU (a model built on the meta device re-fills its buffer
+        from them).  # (Dh/2,)"""
+        return 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.float32, device="cpu") / self.dim))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         positions = torch.arange(q.shape[self.seq_dim], device=q.device, dtype=torch.float32)
@@ -45,3 +52,20 @@ def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
     """SDPA mask that hides padded keys, or None when nothing is padded (SDPA's fastest path).
     Padded query rows still see the real keys, so their outputs stay finite.  # (B, 1, 1, L)"""
     return None if bool(attention_mask.all()) else attention_mask[:, None, None, :]
+
+
+def attention_with_weights(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention computed by hand, returning the context and the attention
+    probabilities (each row sums to 1 over the keys ``attn_mask`` keeps). ``q (B, H, L, Dh)``;
+    ``k``, ``v (B, Hkv, L, Dh)`` with ``H`` a multiple of ``Hkv`` (grouped-query heads: query head
+    ``h`` reads key/value head ``h // (H / Hkv)``, as SDPA's ``enable_gqa`` does)."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, L, Dh)
+    scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.shape[-1])  # (B, H, L, L)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    probs = scores.softmax(dim=-1).to(q.dtype)  # (B, H, L, L)
+    return probs @ v, probs  # (B, H, L, Dh), (B, H, L, L)

@@ -1,8 +1,10 @@
-"""Streaming FASTA reader (plain or gzip) with errors that name the file and line."""
+"""Streaming FASTA reader (plain or gzip) with errors that name the file and line, and the regular
+expressions that take a value (a label, a split) from each header."""
 
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,18 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
         ) from None
     except (gzip.BadGzipFile, zlib.error) as err:
         raise FastaError(f"{name}: damaged gzip data after line {lineno} ({err}); fetch or compress the file again") from None
+
+
+def header_regex(pattern: str) -> re.Pattern:
+    """``pattern`` compiled as a header regex: one capture group, the value taken from each header
+    line (the text after ``>``). ValueError saying what is wrong with it otherwise."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"'{pattern}' is not a regular expression ({err})") from None
+    if compiled.groups != 1:
+        raise ValueError(f"'{pattern}' needs exactly one capture group (...), it has {compiled.groups}")
+    return compiled
 
 
 def read_fasta(

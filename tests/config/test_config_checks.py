@@ -29,6 +29,12 @@ def training(**settings):
     return lambda config: _variant(config)["training"].update(settings)
 
 
+def finetune(**settings):
+    """A fine-tuning task of v0 on a labelled FASTA file, changed by ``settings``."""
+    task = {"model": "v0", "train": "labels.fasta", "label_regex": r"-([MS])\b"}
+    return lambda config: config.setdefault("finetune", {}).update(membrane={**task, **settings})
+
+
 CASES = {
     "q_heads_not_dividing_width": (
         architecture(d_model=64, q_heads=3), "variants.v0.architecture: d_model (64) must be divisible by q_heads (3)"),
@@ -84,6 +90,26 @@ CASES = {
     "random_teacher_too_large": (
         lambda c: c["teachers"]["demo_esmc"]["random"].update(n_layers=10_000_000),
         "teachers.demo_esmc.random: "),
+    "finetune_int8_model": (
+        finetune(model="v0-int8"),
+        "finetune.membrane.model: 'v0-int8' is an int8 model, whose 8-bit weights cannot be trained; fine-tune its "
+        "fp32 variant 'v0'"),
+    "finetune_unknown_model": (
+        finetune(model="v9"), "finetune.membrane.model: 'v9' names no variant (v0, v1) and no teacher (demo_esmc)"),
+    "finetune_fasta_without_regex": (
+        finetune(label_regex=None), "finetune.membrane.label_regex: labels.fasta: a FASTA file needs label_regex"),
+    "finetune_regex_groups": (
+        finetune(label_regex="(M)(S)"), "finetune.membrane.label_regex: label_regex '(M)(S)' needs exactly one"),
+    "finetune_table_without_columns": (
+        finetune(train="labels.tsv", label_regex=None),
+        "finetune.membrane.label_columns: required for a table (labels.tsv)"),
+    "finetune_tokens_from_fasta": (
+        finetune(task="tokens"), "finetune.membrane.task: tokens reads per-residue labels from a table column"),
+    "finetune_two_test_sets": (
+        finetune(test="other.fasta", test_fraction=0.2),
+        "finetune.membrane: give test (a file) or test_fraction (a share of train), not both"),
+    "finetune_unknown_key": (
+        finetune(lora_rank=4), "finetune.membrane: Additional properties are not allowed ('lora_rank' was unexpected)"),
     "probe_regex": (
         lambda c: c["probes"]["deeploc_membrane"].update(label_regex="(a)(b)"),
         "probes.deeploc_membrane.label_regex: '(a)(b)' needs exactly one capture group"),
@@ -111,12 +137,13 @@ def test_every_shipped_config_is_valid() -> None:
 
 
 def test_the_schema_declares_no_default_a_dataclass_holds() -> None:
-    """architecture, training, qat and probes take their defaults from ProtHashConfig, TrainConfig,
-    QATSettings and ProbeSpec; the schema only describes them."""
+    """architecture, training, qat, probes and finetune tasks take their defaults from ProtHashConfig,
+    TrainConfig, QATSettings, ProbeSpec and FinetuneSettings; the schema only describes them."""
     schema = yaml.safe_load(schema_path().read_text())
     variant = schema["properties"]["variants"]["additionalProperties"]["properties"]
     sections = [variant["architecture"], variant["training"], variant["qat"],
-                schema["properties"]["probes"]["additionalProperties"]]
+                schema["properties"]["probes"]["additionalProperties"],
+                schema["properties"]["finetune"]["additionalProperties"]]
     defaults = [(key, spec["default"]) for section in sections for key, spec in section["properties"].items()
                 if "default" in spec]
     assert defaults == []

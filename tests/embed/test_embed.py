@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import TINY_STUDENT
+from tiny_models import TINY_STUDENT
 
 from protkit.embed.embedder import EmbedError
 from protkit.embed.loading import load_embedder
@@ -331,3 +331,118 @@ def test_each_nucleotide_record_is_judged_on_its_own(fp32, tmp_path):
     out = embed_fasta(fp32, mixed, tmp_path / "m.parquet")
     assert pq.read_table(out).column("id").to_pylist() == ["p1", "short"]  # 8 letters: too short to tell
     assert read_protkit_metadata(out)["rejected"] == [{"id": "g1", "line": 1, "reason": "nucleotide"}]
+
+
+# --- std, var, median, norm and --concatenate ------------------------------------------------------
+ALL_POOLINGS = ["mean", "std", "median", "norm", "var", "max", "cls"]
+
+
+def pool_residues(residues: np.ndarray, pooling: str) -> np.ndarray:
+    """One protein's pooled vector from its per-residue vectors ``(n, D)``, in float64 numpy.  # (D,)"""
+    x = residues.astype(np.float64)
+    statistics = {"mean": lambda: x.mean(0), "max": lambda: x.max(0), "std": lambda: x.std(0), "var": lambda: x.var(0),
+                  "median": lambda: np.sort(x, axis=0)[(len(x) - 1) // 2], "norm": lambda: np.linalg.norm(x, axis=0)}
+    return statistics[pooling]()
+
+
+@pytest.fixture(scope="module")
+def all_poolings(model_dir, fasta, tmp_path_factory) -> tuple[Path, Path]:
+    """``protkit embed --pooling mean,std,median,norm,var,max,cls --per-residue`` (backend auto)."""
+    from protkit.cli.main import main
+
+    out_dir = tmp_path_factory.mktemp("poolings")
+    out, res = out_dir / "e.parquet", out_dir / "r.parquet"
+    assert main(["-q", "embed", "--model", str(model_dir), "--input", str(fasta), "--output", str(out),
+                 "--pooling", ",".join(ALL_POOLINGS), "--per-residue", str(res), "--device", "cpu",
+                 "--max-tokens", "1200"]) == 0
+    return out, res
+
+
+def test_cli_writes_every_pooling_equal_to_pooling_the_residue_vectors(fp32, all_poolings, records):
+    from protkit.embed.residues import read_residues
+
+    out, res = all_poolings
+    assert pq.read_table(out).column_names == ["id", "length", "truncated", *ALL_POOLINGS]
+    meta = read_protkit_metadata(out)
+    assert (meta["poolings"], meta["backend"], meta["dim"], meta["concatenate"]) == (ALL_POOLINGS, "torch", 64, False)
+    residues = dict(read_residues(res))
+    columns = {p: vectors(out, p) for p in ALL_POOLINGS}
+    for row, (rid, seq) in enumerate(records):
+        for pooling in ALL_POOLINGS[:-1]:
+            want = pool_residues(residues[rid], pooling)
+            np.testing.assert_allclose(columns[pooling][row], want, rtol=1e-4, atol=2e-5, err_msg=f"{rid} {pooling}")
+        np.testing.assert_allclose(columns["cls"][row], alone(fp32.model, seq.upper().rstrip("*"), "cls"), atol=1e-5)
+    assert {len(s.rstrip("*")) % 2 for _, s in records} == {0, 1}  # medians of odd and even residue counts
+    assert (columns["var"] >= 0).all() and np.allclose(columns["std"] ** 2, columns["var"], rtol=1e-4, atol=1e-7)
+    assert not np.allclose(columns["median"], columns["mean"], atol=1e-3)
+
+
+def test_concatenate_writes_one_column_of_the_poolings_side_by_side(fp32, model_dir, fasta, records, tmp_path):
+    from protkit.cli.main import main
+    from protkit.search.vectors import normalise, read_embeddings
+
+    out = tmp_path / "c.parquet"
+    args = ["-q", "embed", "--model", str(model_dir), "--input", str(fasta), "--device", "cpu", "--max-tokens", "900"]
+    assert main([*args, "--output", str(out), "--pooling", "median,mean,norm", "--concatenate"]) == 0
+    assert main([*args, "--output", str(tmp_path / "s.parquet"), "--pooling", "median,mean,norm"]) == 0
+    assert pq.read_table(out).column_names == ["id", "length", "truncated", "median+mean+norm"]
+    joined = vectors(out, "median+mean+norm")
+    separate = np.concatenate([vectors(tmp_path / "s.parquet", p) for p in ("median", "mean", "norm")], axis=1)
+    assert joined.shape == (len(records), 3 * TINY.teacher_dim)
+    np.testing.assert_array_equal(joined, separate)
+    meta = read_protkit_metadata(out)
+    assert (meta["poolings"], meta["dim"], meta["concatenate"]) == (["median+mean+norm"], 192, True)
+
+    read = read_embeddings(out, "median+mean+norm")  # search, index, dedup, cluster and hash read it as it is
+    assert read.ids == [rid for rid, _ in records] and not read.skipped
+    np.testing.assert_allclose(read.vectors, normalise(separate), atol=1e-6)
+    index = tmp_path / "index"
+    assert main(["-q", "index", "--embeddings", str(out), "--pooling", "median+mean+norm", "--output", str(index)]) == 0
+    hits = tmp_path / "hits.parquet"  # FASTA queries are embedded with the index's concatenated pooling
+    assert main(["-q", "search", "--index", str(index), "--query", str(fasta), "--output", str(hits), "--k", "1",
+                 "--keep-self"]) == 0
+    top = pq.read_table(hits).to_pandas()
+    assert (top["score"] > 0.9999).all()
+    assert set(top["query_id"]) == {rid for rid, _ in records}
+
+
+def test_concatenate_is_part_of_the_run_identity(fp32, fasta, tmp_path):
+    out = tmp_path / "e.parquet"
+    options = dict(poolings=("mean", "std"), max_tokens=600, chunk_residues=1500)
+    hook = crash_after(fp32.model, 2)
+    try:
+        with pytest.raises(RuntimeError):
+            embed_fasta(fp32, fasta, out, **options)
+    finally:
+        hook.remove()
+    with pytest.raises(EmbedError, match=r"concatenate: False -> True"):
+        embed_fasta(fp32, fasta, out, concatenate=True, **options)
+    with pytest.raises(EmbedError, match=r"pooling names a pooling twice: mean, mean"):
+        embed_fasta(fp32, fasta, tmp_path / "twice.parquet", poolings=("mean", "mean"))
+
+
+def test_auto_backend_runs_the_residue_statistics_in_torch(model_dir):
+    from protkit.embed.loading import choose_backend
+
+    cpu = torch.device("cpu")
+    for pooling in ("std", "var", "median", "norm"):
+        assert choose_backend("auto", cpu, "fp32", per_residue=False, fp32_student=True,
+                              poolings=["mean", pooling]) == "torch"
+    assert load_embedder(model_dir, device="cpu", poolings=["cls", "median"]).backend == "torch"
+    assert load_embedder(model_dir, device="cpu", poolings=["mean+std"]).backend == "torch"
+    assert choose_backend("torch", cpu, "fp32", per_residue=False, fp32_student=True, poolings=["mean"]) == "torch"
+
+
+def test_onnxruntime_backend_refuses_the_residue_statistics(model_dir, fasta, tmp_path, capsys):
+    from protkit.cli.main import main
+
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "o.parquet"
+    assert main(["embed", "--model", str(model_dir), "--input", str(fasta), "--output", str(out), "--device", "cpu",
+                 "--backend", "onnxruntime", "--pooling", "mean,std,norm"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("protkit: error:") == 1 and err.startswith("protkit: error: ") and "Traceback" not in err
+    assert "gives cls, mean, max poolings, not std, norm; use --backend torch" in err
+    assert not out.exists()
+    with pytest.raises(EmbedError, match=r"not median; use --backend torch"):
+        load_embedder(model_dir, device="cpu", backend="onnxruntime", poolings=["median+mean"])

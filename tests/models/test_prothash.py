@@ -120,8 +120,9 @@ def test_mean_and_max_pooling_are_over_residues_only() -> None:
 
 def test_unknown_pooling() -> None:
     batch = encode_batch(SEQUENCES)
-    with pytest.raises(ValueError, match="unknown pooling 'median'; choose from cls, mean, max, tokens"):
-        tiny_model().embed_native(batch.input_ids, batch.attention_mask, "median")
+    expected = "unknown pooling 'mode'; choose from cls, mean, max, std, var, median, norm, tokens"
+    with pytest.raises(ValueError, match=expected):
+        tiny_model().embed_native(batch.input_ids, batch.attention_mask, "mode")
 
 
 @pytest.mark.parametrize("positions", ["rotary", "absolute"])

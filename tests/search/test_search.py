@@ -164,7 +164,7 @@ def test_hnsw_index_agrees_with_exact(planted: Planted, tmp_path: Path) -> None:
 
 def test_index_built_with_another_model_is_refused(planted: Planted, tmp_path: Path, capsys) -> None:
     import torch
-    from conftest import TINY_STUDENT
+    from tiny_models import TINY_STUDENT
 
     from protkit.models.prothash.config import ProtHashConfig
     from protkit.models.prothash.model import ProtHash
@@ -281,7 +281,7 @@ def test_itq_codes_beat_random_planes_below_the_width(planted: Planted, tmp_path
     """ITQ (learned planes) at 64 bits on 128-d vectors: better Hamming-only recall than random
     planes, and its planes travel in the codes file (search through the file = search in memory)."""
     import torch
-    from conftest import TINY_STUDENT
+    from tiny_models import TINY_STUDENT
 
     from protkit.models.prothash.config import ProtHashConfig
     from protkit.models.prothash.model import ProtHash

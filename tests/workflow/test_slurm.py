@@ -30,9 +30,9 @@ from pipeline_fixtures import (
 
 SLURM_DIR = REPO.parent / "shared" / "slurm"
 PROFILE = Path(__file__).resolve().parent / "slurm_profile"
-GPU_RULES = {"teacher_cache_part", "distill", "evaluate", "embed_shard"}  # slurm_config: 2 teacher cache jobs
+GPU_RULES = {"teacher_cache_part", "distill", "evaluate", "embed_shard", "finetune"}  # 2 teacher cache jobs
 CPU_RULES = {"filter_split", "teacher_cache_gather", "quantize", "search_index", "dedup", "cluster"}
-LOCAL_RULES = {"all", "random_teacher", "eval_summary", "embed_gather", "search_summary"}
+LOCAL_RULES = {"all", "random_teacher", "eval_summary", "embed_gather", "search_summary", "finetune_summary"}
 EMBEDDING = "results/embeddings/v0/PKSI.parquet"
 SETUP_SECONDS = 300
 RUN_SECONDS = 480
@@ -233,6 +233,7 @@ def gpu_job_logs(config: dict) -> dict[str, list[str]]:
         "evaluate": [f"logs/evaluate/{v}.log" for v in variants],
         "embed_shard": [f"logs/embed/{m}/{name}-{i}-of-{shards}.log" for m in config["embed"]["models"]
                         for name in config["embed"]["inputs"] for i in range(shards)],
+        "finetune": [f"logs/finetune/{t['model']}/{name}.log" for name, t in config["finetune"].items()],
     }
 
 

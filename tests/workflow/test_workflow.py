@@ -34,7 +34,7 @@ from protkit.teacher.read import load_pooled
 NO_NETWORK = {"HF_HUB_OFFLINE": "1", "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
               "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
 GPU_RULES = {"teacher_cache", "distill", "evaluate"}
-CPU_RULES = {"download", "filter_split", "quantize", "eval_summary"}
+CPU_RULES = {"download", "filter_split", "quantize", "eval_summary", "finetune_summary"}
 
 
 def _jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
@@ -61,8 +61,9 @@ def _tmp_files(root: Path) -> list[Path]:
 # --- the real configuration -----------------------------------------------------------------------
 def test_default_config_plans_every_job_offline(tmp_path: Path) -> None:
     result = snakemake(tmp_path, REPO / "config" / "config.yaml", "-n", env=NO_NETWORK)
+    # The finetune task's DeepLoc file is optional and absent here: only the summary (noting the skip) runs.
     assert _jobs(result) == {"download": 1, "filter_split": 1, "teacher_cache": 2, "distill": 4, "quantize": 4,
-                             "evaluate": 4, "eval_summary": 1}
+                             "evaluate": 4, "eval_summary": 1, "finetune_summary": 1}
     assert _wildcards(result, "teacher_cache", "teacher") == ["esmc_300m", "esmc_600m"]
     assert _wildcards(result, "distill", "variant") == sorted(["V2-384-Tiny", "V2-384", "V2-512-Tiny", "V2-512"])
     jobs = planned_job_details(result)
@@ -120,6 +121,22 @@ def test_until_teacher_cache_stops_after_the_cache(tmp_path: Path) -> None:
     assert planned_jobs(result) == {"filter_split": 1, "random_teacher": 1, "teacher_cache": 1}
 
 
+def test_optional_finetune_task_without_its_file_is_skipped_and_noted(tmp_path: Path) -> None:
+    config = tiny_config()
+    config["finetune"]["start_codon"].update(train="absent.fasta", optional=True)
+    configfile = write_config(tmp_path, config)
+    result = snakemake(tmp_path, configfile, "-n", "--cores", "1", "fine_tuning")
+    assert planned_jobs(result) == {"finetune_summary": 1, "fine_tuning": 1}
+    snakemake(tmp_path, configfile, "--cores", "1", "fine_tuning")
+    summary = pd.read_csv(tmp_path / "results" / "finetune" / "summary.tsv", sep="\t")
+    assert summary[["task", "model", "status"]].values.tolist() == [["start_codon", "v0", "skipped"]]
+    assert "absent.fasta absent" in summary["note"][0]
+    config["finetune"]["start_codon"]["optional"] = False
+    result = snakemake(tmp_path / "required", write_config(tmp_path / "required", config), "-n", "fine_tuning",
+                       check=False)
+    assert result.returncode != 0 and "absent.fasta" in result.stdout + result.stderr
+
+
 # --- one tiny pipeline run, then what re-runs recompute -------------------------------------------
 class Pipeline:
     """A finished tiny run: its directory, config file and config."""
@@ -163,6 +180,25 @@ def test_outputs(pipeline: Pipeline) -> None:
             assert table["id"].tolist() == ids
             assert set(embed["poolings"]) <= set(table.columns)
             _check_search_outputs(pipeline, model, name, ids)
+    _check_finetune_outputs(pipeline)
+
+
+def _check_finetune_outputs(pipeline: Pipeline) -> None:
+    """The finetune stage: a Hugging Face directory with metrics.json per task, and the summary."""
+    from transformers import AutoModelForSequenceClassification
+
+    summary = pd.read_csv(pipeline.results / "finetune" / "summary.tsv", sep="\t")
+    for task, settings in pipeline.config["finetune"].items():
+        directory = pipeline.results / "finetune" / settings["model"] / task
+        metrics = json.loads((directory / "metrics.json").read_text())
+        assert metrics["task"] == "classification" and metrics["epochs_run"] == settings["epochs"]
+        assert set(metrics["labels"]) <= {"ATG", "GTG", "TTG", "Edge"} and metrics["n"]["train"] > 1000
+        model = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=True)
+        assert model.config.num_labels == len(metrics["labels"])
+        row = summary[summary["task"] == task].iloc[0]
+        assert row["status"] == "ok" and row["model"] == settings["model"]
+        assert row["finetuned_valid"] == pytest.approx(metrics["finetuned"]["valid"]["mcc"])
+    assert (pipeline.results / "finetune" / "learning_curves.png").stat().st_size > 0
 
 
 def _check_search_outputs(pipeline: Pipeline, model: str, name: str, ids: list[str]) -> None:
@@ -185,6 +221,9 @@ def test_noop_rerun_plans_nothing(pipeline: Pipeline) -> None:
     assert planned_jobs(snakemake(pipeline.workdir, pipeline.configfile, "-n")) == {}
 
 
+FINETUNE_JOBS = {"finetune": 1, "finetune_summary": 1}  # tiny_config: one task, on v0
+
+
 def _search_jobs(n_models: int, n_inputs: int = 1, n_queries: int = 1) -> dict[str, int]:
     """Jobs of the search stage for ``n_models`` models, each on ``n_inputs`` embedded files."""
     pairs = n_models * n_inputs
@@ -194,16 +233,17 @@ def _search_jobs(n_models: int, n_inputs: int = 1, n_queries: int = 1) -> dict[s
 
 def test_forcerun_distill_reruns_students_not_teacher(pipeline: Pipeline) -> None:
     result = snakemake(pipeline.workdir, pipeline.configfile, "-n", "--forcerun", "distill")
-    # v0 and v0-int8 embed PKSI and the LuxC queries (2 shards each), then the search stage re-runs.
+    # v0 and v0-int8 embed PKSI and the LuxC queries (2 shards each), then the search stage re-runs; v0 is
+    # fine-tuned again.
     assert _jobs(result) == {"distill": 2, "quantize": 2, "evaluate": 2, "eval_summary": 1, "embed_shard": 8,
-                             "embed_gather": 4, **_search_jobs(2)}
+                             "embed_gather": 4, **_search_jobs(2), **FINETUNE_JOBS}
     assert _wildcards(result, "distill", "variant") == ["v0", "v1"]
 
 
 @pytest.mark.parametrize(
     ("variant", "embeds"),
-    # only v0 (fp32 and int8) embeds PKSI and the LuxC queries, and searches
-    [("v1", {}), ("v0", {"embed_shard": 8, "embed_gather": 4, **_search_jobs(2)})],
+    # only v0 (fp32 and int8) embeds PKSI and the LuxC queries, searches, and is fine-tuned
+    [("v1", {}), ("v0", {"embed_shard": 8, "embed_gather": 4, **_search_jobs(2), **FINETUNE_JOBS})],
 )
 def test_changed_lr_retrains_only_that_variant(pipeline: Pipeline, variant: str, embeds: dict) -> None:
     def change(config: dict) -> None:

@@ -4,6 +4,7 @@ import os
 import re
 
 from protkit.config import ConfigError, is_int8, validate, variant_of
+from protkit.config.checks import finetune_base
 from protkit.io.paths import DataPathError, resolve_data_path
 from protkit.sequences.tokenize import token_count
 
@@ -21,6 +22,7 @@ DATASET = config["dataset"]
 VARIANTS = list(config["variants"])
 EMBED = config["embed"]
 SEARCH = config["search"]
+FINETUNE = config["finetune"]
 RES = config["resources"]
 
 SEQUENCES = f"results/data/{DATASET}/sequences.parquet"
@@ -43,6 +45,10 @@ SEARCH_HITS = SEARCH_DIR + "/hits-{query}.parquet"
 SEARCH_DEDUP = SEARCH_DIR + "/dedup.parquet"
 SEARCH_CLUSTERS = SEARCH_DIR + "/clusters.parquet"
 SEARCH_SUMMARY = "results/search/summary.tsv"
+FINETUNE_DIR = "results/finetune/{model}/{task}"
+FINETUNE_METRICS = FINETUNE_DIR + "/metrics.json"
+FINETUNE_SUMMARY = "results/finetune/summary.tsv"
+FINETUNE_CURVES = "results/finetune/learning_curves.png"
 
 
 wildcard_constraints:
@@ -52,6 +58,7 @@ wildcard_constraints:
     model="[A-Za-z0-9_.-]+",
     name="[A-Za-z0-9_.-]+",
     query="[A-Za-z0-9_.-]+",
+    task="[A-Za-z0-9_.-]+",
     shard=r"\d+",
     nshards=r"\d+",
     part=r"\d+",
@@ -71,6 +78,8 @@ localrules:
     embed_gather,
     search_summary,
     search,
+    finetune_summary,
+    fine_tuning,
 
 
 # --- look-ups ---------------------------------------------------------------------------------
@@ -137,10 +146,14 @@ def variant_config(wildcards):
     return config["variants"][wildcards.variant]
 
 
-def teacher_weights_input(wildcards):
-    """Local weight files are inputs (a change reruns the cache); Hub presets are not."""
-    spec = teacher_weights_spec(wildcards.teacher)
+def teacher_weight_files(teacher):
+    """Local weight files are inputs (a change reruns what uses them); Hub presets are not."""
+    spec = teacher_weights_spec(teacher)
     return [spec] if spec.startswith("resources/") or os.path.exists(spec) else []
+
+
+def teacher_weights_input(wildcards):
+    return teacher_weight_files(wildcards.teacher)
 
 
 def variant_teacher_weights(wildcards):
@@ -219,6 +232,51 @@ def search_targets():
     return [SEARCH_SUMMARY] if EMBED["models"] and EMBED["inputs"] else []
 
 
+def finetune_files(task):
+    """A finetune task's train and test files (test None when not configured)."""
+    entry = FINETUNE[task]
+    return data_path(entry["train"]), data_path(entry["test"]) if entry.get("test") else None
+
+
+def finetune_absent(task):
+    """Why an optional finetune task is skipped (a file is absent), else None."""
+    train, test = finetune_files(task)
+    absent = [str(f) for f in (train, test) if f is not None and not os.path.exists(f)]
+    return f"skipped: {' and '.join(absent)} absent (optional task)" if absent and FINETUNE[task].get("optional") else None
+
+
+def finetune_tasks():
+    """The finetune tasks that run (an optional task whose files are absent is skipped)."""
+    return [task for task in FINETUNE if finetune_absent(task) is None]
+
+
+def finetune_inputs(wildcards):
+    """The base model's files (a variant's fp32 weights, or a local teacher weights file), train and test."""
+    train, test = finetune_files(wildcards.task)
+    model = FINETUNE[wildcards.task]["model"]
+    if finetune_base(config, model) == "variant":
+        base = [MODEL_WEIGHTS.format(variant=model)]
+    else:
+        base = teacher_weight_files(model)
+    return {"base": base, "train": str(train), **({"test": str(test)} if test else {})}
+
+
+def finetune_model(wildcards):
+    """The base model as protkit finetune --model takes it: a student directory or the teacher's weights."""
+    model = FINETUNE[wildcards.task]["model"]
+    if finetune_base(config, model) == "variant":
+        return MODEL_DIR.format(variant=model)
+    return teacher_weights_spec(model)
+
+
+def finetune_metrics():
+    return {task: FINETUNE_METRICS.format(model=FINETUNE[task]["model"], task=task) for task in finetune_tasks()}
+
+
+def finetune_targets():
+    return [FINETUNE_SUMMARY, FINETUNE_CURVES] if FINETUNE else []
+
+
 def all_targets():
     return [
         SEQUENCES,
@@ -228,6 +286,7 @@ def all_targets():
         EVAL_SUMMARY,
         *embedding_targets(),
         *search_targets(),
+        *finetune_targets(),
     ]
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from protkit.models.layers import Rotary, key_padding_mask, padding_mask
+from protkit.models.layers import Rotary, attention_with_weights, key_padding_mask, padding_mask
 from protkit.models.memory import INFERENCE_BYTES_PER_PARAMETER, check_fits
 from protkit.models.names import TEACHER_WIDTHS
 
@@ -76,6 +76,7 @@ class ESMCOutput:
     last_hidden_state: torch.Tensor  # (B, L, D) after the final norm
     logits: torch.Tensor  # (B, L, 64)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # n_layers x (B, L, D), before the final norm
+    attentions: tuple[torch.Tensor, ...] | None = None  # n_layers x (B, H, L, L) attention probabilities
 
 
 class MultiHeadAttention(nn.Module):
@@ -89,14 +90,20 @@ class MultiHeadAttention(nn.Module):
         self.k_ln = nn.LayerNorm(d, bias=False)
         self.rotary = Rotary(cfg.d_head, cfg.rotary_base, seq_dim=1)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``weights``: when a list, attention runs by hand and appends its probabilities (B, H, L, L)."""
         B, L, D = x.shape
         q, k, v = self.layernorm_qkv(x).chunk(3, dim=-1)  # 3 x (B, L, D)
         q, k = self.q_ln(q).to(q.dtype), self.k_ln(k).to(q.dtype)
         q, k, v = (t.unflatten(-1, (self.n_heads, -1)) for t in (q, k, v))  # (B, L, H, Dh)
         q, k = self.rotary(q, k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, L, Dh)
+        if weights is None:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, L, Dh)
+        else:
+            context, probs = attention_with_weights(q, k, v, attn_mask)
+            weights.append(probs)
         return self.out_proj(context.transpose(1, 2).reshape(B, L, D))
 
 
@@ -118,8 +125,9 @@ class Block(nn.Module):
         )
         self.scaling_factor = cfg.residue_scale
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(x, attn_mask) / self.scaling_factor
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(x, attn_mask, weights) / self.scaling_factor
         return x + self.ffn(x) / self.scaling_factor
 
 
@@ -153,15 +161,18 @@ class ESMC(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> ESMCOutput:
-        """input_ids (B, L) int64; attention_mask (B, L), True on real tokens (default: not PAD)."""
+        """input_ids (B, L) int64; attention_mask (B, L), True on real tokens (default: not PAD).
+        ``output_attentions`` runs attention by hand (slower) to return its probabilities."""
         attention_mask = padding_mask(input_ids, attention_mask)
         attn_mask = key_padding_mask(attention_mask)  # (B, 1, 1, L) or None
 
         x = self.embed(input_ids)  # (B, L, D)
         hidden_states: list[torch.Tensor] = []
+        attentions: list[torch.Tensor] | None = [] if output_attentions else None
         for block in self.transformer.blocks:
-            x = block(x, attn_mask)
+            x = block(x, attn_mask, attentions)
             if output_hidden_states:
                 hidden_states.append(x)
         last_hidden_state = self.transformer.norm(x)  # (B, L, D)
@@ -170,4 +181,5 @@ class ESMC(nn.Module):
             last_hidden_state=last_hidden_state,
             logits=logits,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
         )

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from protkit.models.layers import Rotary, key_padding_mask, padding_mask
+from protkit.models.layers import Rotary, attention_with_weights, key_padding_mask, padding_mask
 from protkit.models.memory import INFERENCE_BYTES_PER_PARAMETER, check_fits
 from protkit.models.names import CONFIG_FILE, WEIGHTS_FILE
 from protkit.models.prothash.checkpoint import ModelFormatError, read_checkpoint, write_checkpoint
@@ -39,13 +39,20 @@ class SelfAttention(nn.Module):
         self.rotary = Rotary(hd, cfg.rotary_base, seq_dim=2) if cfg.positions == "rotary" else None
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``weights``: when a list, attention runs by hand (no dropout) and appends its
+        probabilities (B, Hq, L, L)."""
         B, L, D = x.shape
         q = self.q_proj(x).view(B, L, self.q_heads, self.head_dim).transpose(1, 2)  # (B, Hq, L, Dh)
         k = self.k_proj(x).view(B, L, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, Dh)
         v = self.v_proj(x).view(B, L, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, Dh)
         if self.rotary is not None:
             q, k = self.rotary(q, k)
+        if weights is not None:
+            z, probs = attention_with_weights(q, k, v, attn_mask)  # (B, Hq, L, Dh)
+            weights.append(probs)
+            return self.out_proj(z.transpose(1, 2).reshape(B, L, D))
         z = F.scaled_dot_product_attention(
             q, k, v,
             attn_mask=attn_mask,
@@ -75,13 +82,15 @@ class EncoderBlock(nn.Module):
         self.norm2 = nn.RMSNorm(cfg.d_model)
         self.feed_forward = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attention(self.norm1(x), attn_mask)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x), attn_mask, weights)
         return x + self.feed_forward(self.norm2(x))
 
 
-class ProtHash(nn.Module):
-    """``model(input_ids, attention_mask)`` -> native hidden states ``(B, L, d_model)``."""
+class ProtHashEncoder(nn.Module):
+    """The student's math: ``model(input_ids, attention_mask)`` -> native hidden states
+    ``(B, L, d_model)``; :class:`ProtHash` adds its files."""
 
     def __init__(self, config: ProtHashConfig):
         super().__init__()
@@ -103,6 +112,14 @@ class ProtHash(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(input_ids, attention_mask)  # (B, L, D)
+
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        hidden_states: list[torch.Tensor] | None = None, attentions: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Native hidden states ``(B, L, d_model)``; appends the embeddings and each block's output to
+        ``hidden_states`` and each block's attention probabilities to ``attentions`` when given."""
         B, L = input_ids.shape
         if L > self.config.context_length:
             raise ValueError(f"sequence of {L} tokens exceeds the context length {self.config.context_length}")
@@ -112,10 +129,14 @@ class ProtHash(nn.Module):
         if self.position_embeddings is not None:
             x = x + self.position_embeddings.weight[:L]
         for block in self.blocks:
-            if self.config.activation_checkpointing and self.training:
+            if hidden_states is not None:
+                hidden_states.append(x)
+            if self.config.activation_checkpointing and self.training and attentions is None:
                 x = checkpoint(block, x, attn_mask, use_reentrant=False)
             else:
-                x = block(x, attn_mask)
+                x = block(x, attn_mask, attentions)
+        if hidden_states is not None:
+            hidden_states.append(x)
         return x  # (B, L, D)
 
     def embed_native(
@@ -139,7 +160,12 @@ class ProtHash(nn.Module):
             hidden = self.adapter(hidden)  # (B, L, teacher_dim)
         return pool(hidden, input_ids, attention_mask, pooling)
 
-    # --- save / load -------------------------------------------------------------------------
+
+
+class ProtHash(ProtHashEncoder):
+    """The ProtHash student (:class:`ProtHashEncoder`) with its files: ``save_pretrained`` and
+    ``from_pretrained`` (protkit's format, or the ``prothash`` package's)."""
+
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` (each atomically)."""
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
