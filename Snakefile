@@ -16,6 +16,11 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
+# `snakemake --sdm apptainer` runs every job in this image (build it: containers/protkit.def); without
+# --sdm apptainer the line is unused. GPUs: add --apptainer-args "--nv".
+container: "containers/protkit.sif"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
@@ -25,6 +30,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -31,6 +31,7 @@ def tiny_config(n_variants: int = 2, embed_inputs: dict[str, str] | None = None,
         inputs=embed_inputs if embed_inputs is not None else {"PKSI": "pyhmmer:tests/data/seqs/PKSI.faa"},
         models=["v0", "v0-int8"],
         shards=shards,
+        residues_per_shard=1000,  # every file of the tests gets the most shards: the scatter/gather is tested
         max_tokens=4096,
     )
     # Fine-tuning on labels every header has: Prodigal's start type (ATG, GTG, TTG, Edge), one short epoch.

@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``protkit`` script; returns the exit status."""
     from protkit.embed.embedder import EmbedError
     from protkit.finetune.errors import FinetuneError
+    from protkit.io.logs import quiet_import_noise
     from protkit.io.metadata import FileFormatError
     from protkit.models.prothash.checkpoint import ModelFormatError
     from protkit.onnx.export import OnnxExportError
@@ -55,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs which CPU build it picked
+    quiet_import_noise()  # torchao's absent optional kernels, torch's deprecation of a call torchao makes
     try:
         if args.command == "embed":
             run_embed(args)

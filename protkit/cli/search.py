@@ -37,16 +37,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     index.add_argument("--kind", choices=INDEX_KINDS, default="auto", help="default auto")
 
     search = commands.add_parser("search", help="the k nearest proteins of each query",
-                                 description="Output parquet: query_id, hit_id, rank (1-based), score (cosine); "
-                                 "queries in input order. A FASTA query is embedded first with --model (default: "
-                                 "the model recorded in the index).")
+                                 description="Output parquet: query_id, hit_id, rank (1-based), score (cosine), "
+                                 "then query_description and hit_description when known; queries in input order. "
+                                 "A FASTA query is embedded first with --model (default: the model recorded in the "
+                                 "index).")
     search.add_argument("--index", required=True, help="index directory (protkit index) or codes file (protkit hash)")
     search.add_argument("--query", required=True, help="embeddings parquet file or FASTA file (.gz ok)")
     search.add_argument("--output", required=True, help="hits parquet file (written atomically)")
     search.add_argument("--k", type=positive_int, default=10, help="hits per query (default 10)")
     search.add_argument("--min-score", type=cosine, default=None, help="leave out hits below this cosine")
-    search.add_argument("--keep-self", action="store_true", help="keep a hit with the query's own id (left out by default)")
-    search.add_argument("--model", default=None, help="model that embeds a FASTA query (default: the index's)")
+    search.add_argument("--keep-self", action="store_true",
+                        help="keep a hit with the query's own id (left out by default)")
+    search.add_argument("--model", default=None,
+                        help="model that embeds a FASTA query (default: the index's, found by its path relative to "
+                        "the index, then its absolute path; it must have the fingerprint the index records)")
     search.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                         help="embed a FASTA query with the int8 model (default: as the index was)")
     _skip_bad_arg(search)
@@ -56,14 +60,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     dedup = commands.add_parser("dedup", help="near-duplicate groups (CD-HIT's greedy rule on cosine)",
                                 description="Output parquet: id, representative (the longest protein of its group), "
-                                "score (cosine to it), in input order. Each member is within the threshold of its "
-                                "representative.")
+                                "score (cosine to it), description (when the embeddings have it), in input order. "
+                                "Each member is within the threshold of its representative.")
     _embeddings_args(dedup)
     dedup.add_argument("--threshold", type=cosine, default=0.99, help="cosine (default 0.99)")
 
     cluster = commands.add_parser("cluster", help="clusters: spherical k-means or threshold components",
                                   description="Output parquet: id, cluster (0 = largest), representative, score "
-                                  "(cosine to the representative), in input order.")
+                                  "(cosine to the representative), description (when the embeddings have it), in "
+                                  "input order.")
     _embeddings_args(cluster)
     how = cluster.add_mutually_exclusive_group(required=True)
     how.add_argument("--k", type=positive_int, help="k-means with this many clusters")

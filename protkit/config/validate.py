@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from protkit.config.checks import cross_checks
+from protkit.config.inputs import input_problems
 
 SCHEMA_FILE = "schema.yaml"  # inside this package, so that an installed protkit finds it
 
@@ -31,8 +32,9 @@ def load_schema() -> dict:
     return yaml.safe_load(schema_path().read_text(encoding="utf-8"))
 
 
-def validate(config: dict) -> dict:
-    """Validate ``config`` in place (filling schema defaults) and check it across keys.
+def validate(config: dict, check_files: bool = True) -> dict:
+    """Validate ``config`` in place (filling schema defaults), check it across keys and (with
+    ``check_files``) that the local files it names exist, relative to the working directory.
 
     Raises ConfigError listing every problem as ``key: message``.
     """
@@ -46,6 +48,8 @@ def validate(config: dict) -> dict:
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
     snakemake_validate(config, str(schema_path()), set_default=True)  # fills defaults
     problems = cross_checks(config)
+    if check_files and not problems:
+        problems = input_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
     return config

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm import tqdm
 
 from protkit.distill.checkpoints import (
     TrainingProgress, checkpoint_state, load_checkpoint, restore, save_checkpoint, settings_hash, training_settings,
@@ -31,6 +30,7 @@ from protkit.distill.qat import QATSettings, convert_qat, prepare_qat
 from protkit.distill.schedule import batch_stream, build_optimizer, build_scheduler
 from protkit.distill.start import fit_adapter, zero_residual_branches
 from protkit.io.atomic import write_json
+from protkit.io.progress import progress_bar
 from protkit.models.device import resolve_device
 from protkit.models.prothash.config import ProtHashConfig
 from protkit.models.prothash.model import ProtHash
@@ -139,7 +139,7 @@ class _Run:
         device, autocast = self.device, self.autocast
         stream = batch_stream(train_enc.lengths, cfg, progress.epoch, progress.batch_index)
         params = list(model.parameters())
-        with tqdm(total=cfg.max_steps, initial=progress.step, desc="distil", unit="step", disable=None) as bar:
+        with progress_bar(total=cfg.max_steps, initial=progress.step, desc="distil", unit="step") as bar:
             while progress.step < cfg.max_steps:
                 started = time.perf_counter()
                 lr = optimizer.param_groups[0]["lr"]

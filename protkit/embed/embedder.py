@@ -20,8 +20,9 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
+from protkit.io.progress import progress_bar
 from protkit.sequences.batching import token_budget_batches
 from protkit.sequences.pooling import EMBED_POOLINGS, LINEAR_POOLINGS, TOKENS, pool
 from protkit.sequences.tokenize import TokenBatch, pad_batch, residue_count
@@ -150,9 +151,9 @@ def embed_token_lists(
     return out, per_residue
 
 
-def progress_bar(total_residues: int, desc: str, initial: int = 0) -> tqdm:
-    """A residues progress bar (hidden when stderr is not a terminal)."""
-    return tqdm(total=total_residues, initial=initial, unit="res", unit_scale=True, desc=desc, disable=None)
+def residue_bar(total_residues: int, desc: str, initial: int = 0) -> tqdm:
+    """A residues progress bar (log lines when stderr is not a terminal: :mod:`protkit.io.progress`)."""
+    return progress_bar(total=total_residues, initial=initial, unit="res", unit_scale=True, desc=desc)
 
 
 def pooled_embeddings(
@@ -166,5 +167,5 @@ def pooled_embeddings(
 ) -> dict[str, np.ndarray]:
     """``{pooling: (N, dim) float32}`` of ``forward``'s per-token output (evaluation, benchmarks)."""
     runner = TorchRunner(forward, None, torch.float32)
-    with progress_bar(sum(residue_count(len(t)) for t in token_lists), desc) as bar:
+    with residue_bar(sum(residue_count(len(t)) for t in token_lists), desc) as bar:
         return embed_token_lists(runner, token_lists, poolings, dim, max_tokens, device, on_batch=bar.update)[0]

@@ -24,7 +24,6 @@ from typing import Sequence
 
 import torch
 
-import protkit
 from protkit.embed.embedder import Embedder, EmbedError, Pooled, Residues
 from protkit.io.digests import file_sha256
 from protkit.models.names import WEIGHTS_FILE
@@ -34,6 +33,7 @@ from protkit.onnx.export import export_onnx
 from protkit.onnx.session import OrtStudent
 from protkit.sequences.pooling import POOLINGS
 from protkit.sequences.tokenize import TokenBatch
+from protkit.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def exported_onnx(directory: Path, int8: bool, outputs: Sequence[str] = POOLINGS
     model = load_pretrained_dir(directory)  # first: a bad config.json or weights file is reported here
     sha = file_sha256(directory / WEIGHTS_FILE)
     key = hashlib.sha256(f"{sha} {json.dumps(model.config.to_dict(), sort_keys=True)}".encode()).hexdigest()
-    name = f"{key[:24]}-{'int8' if int8 else 'fp32'}-{'+'.join(outputs)}-protkit{protkit.__version__}.onnx"
+    name = f"{key[:24]}-{'int8' if int8 else 'fp32'}-{'+'.join(outputs)}-protkit{VERSION}.onnx"
     path = cache_dir() / name
     if path.is_file():
         return path

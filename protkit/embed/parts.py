@@ -32,6 +32,7 @@ from protkit.sequences.tokenize import encode_one
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+DESCRIPTION_COLUMN = "description"  # header text after the id; read by protkit.search.vectors (DESCRIPTION)
 
 
 
@@ -78,10 +79,11 @@ def part_names(index: int) -> tuple[str, str]:
 
 
 def part_key(rows: Sequence[Row], run: str) -> str:
-    """What a part holds: the run's fingerprint (model, settings, input) and the positions, ids and
-    sequences of its rows. A part is reused only under this key, so no state of the work directory
-    (its run.json lost, parts of another run left behind) can mix models or settings."""
-    return json_sha256([run, [[r.position, r.record.id, r.sequence] for r in rows]])
+    """What a part holds: the run's fingerprint (model, settings, input) and the positions, ids,
+    descriptions and sequences of its rows. A part is reused only under this key, so no state of the
+    work directory (its run.json lost, parts of another run or of a protkit that wrote no
+    descriptions left behind) can mix models, settings or columns."""
+    return json_sha256([run, [[r.position, r.record.id, r.description, r.sequence] for r in rows]])
 
 
 def part_done(directory: Path, index: int, key: str, per_residue: bool) -> bool:
@@ -99,9 +101,10 @@ def part_done(directory: Path, index: int, key: str, per_residue: bool) -> bool:
 
 def embed_part(
     embedder: Embedder, rows: Sequence[Row], s: EmbedSettings, directory: Path, index: int, key: str,
-    on_batch: Callable[[int], None],
+    on_batch: Callable[[int], None], descriptions: bool = False,
 ) -> None:
-    """Embed one part (identical sequences once) and write its file(s) atomically."""
+    """Embed one part (identical sequences once) and write its file(s) atomically; ``descriptions``:
+    with a ``description`` column (the run's records have some)."""
     unique: dict[str, int] = {}
     tokens: list[list[int]] = []
     for row in rows:
@@ -113,6 +116,7 @@ def embed_part(
     which = np.asarray([unique[r.sequence] for r in rows], dtype=np.int64)
     columns = {
         "id": pa.array([r.record.id for r in rows], type=pa.string()),
+        **({DESCRIPTION_COLUMN: pa.array([r.description for r in rows], type=pa.string())} if descriptions else {}),
         "length": pa.array([len(r.sequence) for r in rows], type=pa.int32()),
         "truncated": pa.array([r.truncated for r in rows], type=pa.bool_()),
     }

@@ -11,9 +11,10 @@ from typing import Iterable, Sequence
 from protkit.embed.embedder import EmbedError
 from protkit.sequences.alphabet import NucleotideCounter, check_alphabet, clean_sequence
 from protkit.sequences.fasta import FastaRecord, read_fasta
-from protkit.sequences.tokenize import token_count
+from protkit.sequences.tokenize import max_residues, token_count
 
 log = logging.getLogger(__name__)
+TRUNCATION_WARNING_SHARE = 0.01  # warn when more than this share of the rows is truncated
 
 
 @dataclass
@@ -24,6 +25,14 @@ class Row:
     record: FastaRecord
     sequence: str  # cleaned, not truncated
     truncated: bool
+    description: str | None = None  # the header's text after the id
+
+
+def header_description(record: FastaRecord) -> str | None:
+    """The header's text after the id, ``None`` when there is none (``record.description`` holds the
+    whole header, id included)."""
+    parts = record.description.split(maxsplit=1)
+    return parts[1] if len(parts) == 2 else None
 
 
 @dataclass
@@ -34,6 +43,11 @@ class Plan:
     dropped: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     n_records: int = 0
+
+    @property
+    def described(self) -> bool:
+        """Whether any row's header has text after the id (the output then has a ``description`` column)."""
+        return any(row.description for row in self.rows)
 
 
 def shard_records(
@@ -69,13 +83,13 @@ def plan_records(
         if over and overlength == "error":
             raise EmbedError(
                 f"{source} line {record.line}, id {record.id}: {len(sequence)} residues "
-                f"({token_count(len(sequence))} tokens with CLS/EOS) exceed max_length {max_length} tokens; use overlength 'truncate' or 'drop', "
-                f"or a larger max_length (at most the model's context length)"
+                f"({token_count(len(sequence))} tokens with CLS/EOS) exceed max_length {max_length} tokens; use "
+                f"overlength 'truncate' or 'drop', or a larger max_length (at most the model's context length)"
             )
         if over and overlength == "drop":
             plan.dropped.append({"id": record.id, "line": record.line, "residues": len(sequence)})
             continue
-        plan.rows.append(Row(position, record, sequence, over))
+        plan.rows.append(Row(position, record, sequence, over, header_description(record)))
     if nucleotides.looks_like_nucleotides():
         raise EmbedError(
             f"{source}: looks like DNA/RNA, not protein ({nucleotides.share:.0%} of the first "
@@ -86,10 +100,25 @@ def plan_records(
             log.warning("%s: %d record(s) %s, e.g. %s", source, len(items), kind,
                         "; ".join(f"line {d['line']}, id {d['id']}" + (f": {d['detail']}" if "detail" in d else "")
                                   for d in items[:5]))
+    warn_truncation(plan, source, max_length)
     if not plan.rows and plan.n_records and not sharded:
         raise EmbedError(f"{source}: no record left to embed ({len(plan.rejected)} rejected, "
                          f"{len(plan.dropped)} dropped of {plan.n_records})")
     return plan
+
+
+def warn_truncation(plan: Plan, source: str, max_length: int) -> None:
+    """One WARNING when more than :data:`TRUNCATION_WARNING_SHARE` of the rows are truncated: count,
+    share and what to do instead."""
+    truncated = sum(row.truncated for row in plan.rows)
+    if not plan.rows or truncated <= TRUNCATION_WARNING_SHARE * len(plan.rows):
+        return
+    limit, share = max_residues(max_length), truncated / len(plan.rows)
+    log.warning(
+        "%s: %s of %s proteins (%s) are longer than the %s residues the model reads (max_length %d tokens) "
+        "and are truncated to their first %s; pass --overlength drop to leave them out or --overlength error to "
+        "stop at them, or use a model with a longer context", source, f"{truncated:,}", f"{len(plan.rows):,}",
+        f"{share:.0%}" if share >= 0.1 else f"{share:.1%}", f"{limit:,}", max_length, f"{limit:,}")
 
 
 def group_parts(rows: Sequence[Row], chunk_residues: int) -> list[list[Row]]:

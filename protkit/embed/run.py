@@ -2,16 +2,19 @@
 
 Output parquet (one row per kept FASTA record, in FASTA order):
 
-- ``id`` (string), ``length`` (int32, residues of the input sequence), ``truncated`` (bool: only
-  the first ``max_length - 2`` residues were embedded);
+- ``id`` (string), ``description`` (string: the header's text after the id, null where there is
+  none; only when some record has one), ``length`` (int32, residues of the input sequence),
+  ``truncated`` (bool: only the first ``max_length - 2`` residues were embedded; more than 1% of the
+  rows truncated is a logged warning);
 - one column per pooling (``mean``, ``cls``, ``max``, ``std``, ``var``, ``median``, ``norm``:
   :mod:`protkit.sequences.pooling`): fixed-size list of ``dim`` float32 or float16 (students: their
   vectors in the teacher's width, ``ProtHash.embed_teacher``); with ``concatenate``, one column
   instead, named by the poolings joined with ``+`` (``mean+std``), their vectors side by side in
   the order given (``dim`` is then the poolings times the model's width);
-- key-value metadata under ``protkit`` (JSON, :func:`protkit.io.metadata.read_protkit_metadata`): model, kind, model
-  fingerprint (sha256 of the weights file), precision, backend, int8 method, poolings (the vector
-  columns), dim, max_length, overlength and alphabet policies, dropped and rejected records, protkit version.
+- key-value metadata under ``protkit`` (JSON, :func:`protkit.io.metadata.read_protkit_metadata`): model
+  (as given, and ``model_path``: its absolute path when local), kind, model fingerprint (sha256 of
+  the weights file), precision, backend, int8 method, poolings (the vector columns), dim,
+  max_length, overlength and alphabet policies, dropped and rejected records, protkit version.
 
 Records: sequences are upper-cased and a terminal ``*`` removed; letters outside the amino-acid
 alphabet (:mod:`protkit.sequences.alphabet`) skip the record (``alphabet="reject"``, listed in the metadata
@@ -36,8 +39,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-import protkit
-from protkit.embed.embedder import Embedder, progress_bar
+from protkit.embed.embedder import Embedder, residue_bar
 from protkit.embed.loading import default_max_tokens
 from protkit.embed.parts import (
     embed_part, keep_or_remove, merge_parts, open_work_dir, part_done, part_key, part_names, run_fingerprint, work_dir,
@@ -52,6 +54,7 @@ from protkit.io.metadata import read_protkit_metadata
 from protkit.io.outputs import OutputError, claim_outputs
 from protkit.sequences.pooling import CONCATENATION, pooling_parts
 from protkit.sequences.tokenize import embedded_residues
+from protkit.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,8 @@ def embed_fasta(
         open_work_dir(directory, identity, resume)
         parts = group_parts(plan.rows, settings.chunk_residues)
         try:
-            _embed_parts(embedder, parts, settings, directory, run_fingerprint(identity), Path(source).name)
+            _embed_parts(embedder, parts, settings, directory, run_fingerprint(identity), Path(source).name,
+                         plan.described)
             run_meta = _run_metadata(embedder, plan, settings, identity, source, directory, len(parts))
             meta = {**embedder.metadata(), **run_meta, **(metadata or {})}
             if per_residue is not None:
@@ -126,6 +130,13 @@ def _output_bytes(plan: Plan, settings: EmbedSettings, dim: int) -> int:
     return 2 * width * (len(plan.rows) * len(settings.poolings) + residues)
 
 
+def local_model_path(source: str) -> str | None:
+    """A model given as a local file or directory as an absolute path (None for a Hub id or preset
+    name), so a file embedded here can be indexed and searched from anywhere."""
+    path = Path(source)
+    return str(path.resolve()) if path.exists() else None
+
+
 def model_files(embedder: Embedder) -> list[Path]:
     """The files or directory the model was read from (inputs an output must not overwrite)."""
     named = (embedder.source, embedder.config.get("weights"), embedder.extra.get("onnx_file"))
@@ -133,17 +144,17 @@ def model_files(embedder: Embedder) -> list[Path]:
 
 
 def _embed_parts(embedder: Embedder, parts: list, settings: EmbedSettings, directory: Path, run: str,
-                 name: str) -> None:
+                 name: str, descriptions: bool) -> None:
     """Embed every part not finished yet in ``directory`` (``run``: the run's fingerprint), with a
-    residues progress bar."""
+    residues progress bar; ``descriptions``: parts with a ``description`` column."""
     keys = [part_key(rows, run) for rows in parts]
     done = [part_done(directory, k, key, settings.per_residue) for k, key in enumerate(keys)]
     residues = [[embedded_residues(len(r.sequence), settings.max_length) for r in rows] for rows in parts]
     reused = sum(sum(counts) for k, counts in enumerate(residues) if done[k])
-    with progress_bar(sum(map(sum, residues)), name, initial=reused) as bar:
+    with residue_bar(sum(map(sum, residues)), f"embed {name}", initial=reused) as bar:
         for k, rows in enumerate(parts):
             if not done[k]:
-                embed_part(embedder, rows, settings, directory, k, keys[k], bar.update)
+                embed_part(embedder, rows, settings, directory, k, keys[k], bar.update, descriptions)
 
 
 def _run_metadata(embedder: Embedder, plan: Plan, settings: EmbedSettings, identity: dict, source: str,
@@ -152,6 +163,7 @@ def _run_metadata(embedder: Embedder, plan: Plan, settings: EmbedSettings, ident
     input, counts, left-out records."""
     n_unique = sum(read_protkit_metadata(directory / part_names(k)[0])["n_unique"] for k in range(n_parts))
     return {
+        "model_path": local_model_path(embedder.source),
         "space": "teacher" if embedder.kind == "student" else "model",
         "poolings": list(settings.columns),
         "concatenate": settings.concatenate,
@@ -168,6 +180,6 @@ def _run_metadata(embedder: Embedder, plan: Plan, settings: EmbedSettings, ident
         "n_truncated": sum(r.truncated for r in plan.rows),
         "dropped": plan.dropped,
         "rejected": [{k: v for k, v in d.items() if k != "detail"} for d in plan.rejected],
-        "protkit_version": protkit.__version__,
+        "protkit_version": VERSION,
         **({"shard": list(settings.shard)} if settings.shard else {}),
     }

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import protkit
 from protkit.embed.embedder import Embedder, EmbedError
 from protkit.io.columns import STORE_DTYPES
 from protkit.sequences.alphabet import ALPHABET_POLICIES
 from protkit.sequences.pooling import EMBED_POOLINGS, concatenated_name
+from protkit.version import VERSION
 
 OVERLENGTH = ("truncate", "drop", "error")
 POOLED_CHUNK_RESIDUES = 1 << 18  # residues per resumable part
@@ -74,5 +74,5 @@ def run_identity(embedder: Embedder, settings: EmbedSettings, input_sha256: str)
         "backend": embedder.backend,
         **{k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()},
         "input_sha256": input_sha256,
-        "protkit_version": protkit.__version__,
+        "protkit_version": VERSION,
     }

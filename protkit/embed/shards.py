@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from protkit.embed.embedder import Embedder, EmbedError
+from protkit.embed.parts import DESCRIPTION_COLUMN
 from protkit.embed.run import embed_fasta
 from protkit.io.metadata import read_protkit_metadata, write_parquet
 from protkit.io.outputs import claim_outputs
@@ -40,6 +41,15 @@ def gather_shards(shard_paths: Sequence[str | Path], out_parquet: str | Path) ->
         return _gather(shard_paths, out_parquet)
 
 
+def with_descriptions(tables: list[pa.Table]) -> list[pa.Table]:
+    """Shard tables with a ``description`` column (after ``id``, null) where another shard has one:
+    a shard whose records have no header descriptions writes none."""
+    if not any(DESCRIPTION_COLUMN in t.column_names for t in tables):
+        return tables
+    return [t if DESCRIPTION_COLUMN in t.column_names
+            else t.add_column(1, DESCRIPTION_COLUMN, pa.nulls(len(t), pa.string())) for t in tables]
+
+
 def _gather(shard_paths: Sequence[str | Path], out_parquet: str | Path) -> Path:
     tables = [pq.read_table(p) for p in shard_paths]
     metas = [read_protkit_metadata(p) for p in shard_paths]
@@ -56,7 +66,7 @@ def _gather(shard_paths: Sequence[str | Path], out_parquet: str | Path) -> Path:
     found = sorted(m["shard"][0] for m in metas)
     if found != list(range(count)) or any(m["shard"][1] != count for m in metas):
         raise EmbedError(f"gather_shards: expected shards 0..{count - 1} of {count} once each, got {found}")
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables(with_descriptions(tables))
     table = table.take(pc.sort_indices(table, [("index", "ascending")])).drop_columns(["index"])
     meta = {k: v for k, v in first.items() if k != "shard"}
     for key in ("n_records", "n_rows", "n_unique", "n_truncated"):

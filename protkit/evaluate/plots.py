@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from protkit.evaluate.results import LENGTH_BINS, Evaluation
-from protkit.io.atomic import atomic_path
+from protkit.io.figures import save_figure
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 PLOTS = {"histogram": "cosine_histogram.png", "by_length": "cosine_vs_length.png", "throughput": "throughput.png",
@@ -27,10 +28,23 @@ LSH_SERIES = (
 )
 STORED_MARKERS = {"fp32": "D", "fp16": "s"}
 
+# What the evaluation's throughput runs on (protkit.evaluate.run): the students in torch, int8 as torchao's
+# dynamic int8; the teacher in torch at metrics["teacher_dtype"]. `protkit embed --int8` on a CPU runs
+# onnxruntime's int8 instead, which the evaluation does not time.
+THROUGHPUT_MODELS = {"teacher": "teacher", "fp32": "student fp32", "int8": "student int8"}
+THROUGHPUT_BACKENDS = {"fp32": "torch fp32", "int8": "torchao int8"}
+LENGTH_TICKS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 
-def save_figure(fig: Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+def throughput_backend(metrics: dict, model: str) -> str:
+    """The backend and precision ``model``'s throughput was measured with (``torch fp32``, ``torchao int8``,
+    ``torch bf16`` for a bf16 teacher): the entry's own ``backend`` when the evaluation recorded one."""
+    recorded = metrics["throughput"][model].get("backend")
+    if recorded:
+        return recorded
+    if model == "teacher":
+        return f"torch {metrics.get('teacher_dtype') or 'fp32'}"
+    return THROUGHPUT_BACKENDS[model]
 
 
 def _figure(n_panels: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list]:
@@ -64,20 +78,43 @@ def plot_by_length(evaluation: Evaluation, path: Path) -> None:
         cosines = evaluation.cosines["fp32"][p]
         points = [(np.median(evaluation.lengths[b]), np.mean(cosines[b])) for b in in_bins if b.any()]
         ax.plot(*zip(*points), "-o", color=COLOURS["fp32"], label="fp32, mean per length bin")
-        ax.set_xscale("log")
+        length_axis(ax, evaluation.lengths)
         ax.set(title=f"{p} pooling", xlabel="length (residues)", ylabel="cosine to teacher")
-        ax.legend(fontsize="small", markerscale=3)
+        legend = ax.legend(fontsize="small")
+        for handle in legend.legend_handles:  # the scatter's 4-point dots, readable in the legend
+            if hasattr(handle, "set_sizes"):
+                handle.set_sizes([20])
     save_figure(fig, path)
 
 
+def length_axis(ax: Axes, lengths: np.ndarray) -> None:
+    """A log x axis of sequence lengths labelled with plain numbers (10, 20, 50, 100, ...) and no
+    minor-tick labels, which crowd each other on a log axis that spans less than a decade or two."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    lo, hi = float(np.min(lengths)), float(np.max(lengths))
+    ticks = [t for t in LENGTH_TICKS if lo / 1.5 <= t <= hi * 1.5] or [round(lo), round(hi)]
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_throughput(metrics: dict, path: Path) -> None:
-    fig, (ax,) = _figure(1)
-    names = list(metrics["throughput"])
+    """Residues/s per model, each bar named with the backend it ran on, and its speed-up over the teacher."""
+    fig, (ax,) = _figure(1, width=5.6, height=3.8)
+    names = sorted(metrics["throughput"], key=list(THROUGHPUT_MODELS).index)  # teacher first
     rates = [metrics["throughput"][n]["residues_per_s"] or 0.0 for n in names]
-    ax.bar(names, rates, color=[COLOURS[n] for n in names])
-    for i, rate in enumerate(rates):
-        ax.text(i, rate, f"{rate:,.0f}", ha="center", va="bottom", fontsize="small")
-    ax.set(ylabel="residues / s", title=f"throughput on {metrics['device']}")
+    labels = [f"{THROUGHPUT_MODELS[n]}\n{throughput_backend(metrics, n)}" for n in names]
+    ax.bar(labels, rates, color=[COLOURS[n] for n in names])
+    teacher = metrics["throughput"].get("teacher", {}).get("residues_per_s")
+    for i, (name, rate) in enumerate(zip(names, rates)):
+        speedup = f"\n{rate / teacher:.1f}× teacher" if teacher and name != "teacher" else ""
+        ax.text(i, rate, f"{rate:,.0f}{speedup}", ha="center", va="bottom", fontsize="small")
+    ax.margins(y=0.18)  # room for the two-line labels above the tallest bar
+    sequences = metrics["throughput"][names[0]]["sequences"] if names else 0
+    ax.set(ylabel="residues / s", title=f"throughput on {metrics['device']} ({sequences} held-out proteins)")
+    fig.text(0.5, -0.02, "protkit embed --int8 on a CPU runs onnxruntime's int8, not timed here",
+             ha="center", va="top", fontsize="x-small", color="dimgray")
     save_figure(fig, path)
 
 

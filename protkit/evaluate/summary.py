@@ -10,9 +10,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from protkit.evaluate.plots import COLOURS, save_figure
+from protkit.evaluate.plots import COLOURS, throughput_backend
 from protkit.evaluate.results import BASELINES, PRECISIONS
 from protkit.io.atomic import atomic_path
+from protkit.io.figures import save_figure
 from protkit.io.outputs import claim_outputs
 
 SUMMARY_COLUMNS = (
@@ -20,7 +21,7 @@ SUMMARY_COLUMNS = (
     "int8_vs_fp32_mean", "untrained_cosine_mean", "composition_cosine_mean",
     "gain_vs_untrained", "gain_vs_untrained_ci_low", "gain_vs_untrained_ci_high",
     "gain_vs_composition", "gain_vs_composition_ci_low", "gain_vs_composition_ci_high", "beats_baselines",
-    "residues_per_s", "teacher_residues_per_s", "size_bytes", "n_test",
+    "residues_per_s", "backend", "teacher_residues_per_s", "teacher_backend", "device", "size_bytes", "n_test",
 )
 PROBE_COLUMN = "probe_{}"  # per probe: normalised MCC of the row's precision
 
@@ -47,7 +48,10 @@ def summary_rows(metrics: dict) -> list[dict]:
                     ("", gains[b]["mean"]), ("_ci_low", gains[b]["ci95"][0]), ("_ci_high", gains[b]["ci95"][1]))},
                 "beats_baselines": metrics["beats_baselines"][precision][p],
                 "residues_per_s": metrics["throughput"][precision]["residues_per_s"],
+                "backend": throughput_backend(metrics, precision),
                 "teacher_residues_per_s": metrics["throughput"]["teacher"]["residues_per_s"],
+                "teacher_backend": throughput_backend(metrics, "teacher"),
+                "device": metrics["device"],
                 "size_bytes": metrics.get("sizes", {}).get(f"{precision}_bytes"),
                 "n_test": metrics["n_test"],
                 **{PROBE_COLUMN.format(name): probe["models"][precision]["normalised_mcc"]

@@ -24,7 +24,6 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-import protkit
 from protkit.embed.plan import Plan, plan_records
 from protkit.finetune.errors import FinetuneError
 from protkit.finetune.inference import head_outputs
@@ -38,6 +37,7 @@ from protkit.models.device import resolve_device
 from protkit.models.names import WEIGHTS_FILE
 from protkit.sequences.fasta import read_fasta
 from protkit.sequences.tokenize import token_count
+from protkit.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def predict_fasta(model_dir: str | Path, fasta: str | Path, output: str | Path, 
             "alphabet": alphabet, "input": str(fasta), "input_sha256": file_sha256(fasta),
             "n_records": plan.n_records, "n_rows": len(plan.rows), "n_truncated": sum(r.truncated for r in plan.rows),
             "dropped": plan.dropped, "rejected": [{k: v for k, v in d.items() if k != "detail"} for d in plan.rejected],
-            "protkit_version": protkit.__version__,
+            "protkit_version": VERSION,
         }
         write_parquet(table, meta, output)
     log.info("wrote %s: %d predictions (%d truncated, %d dropped, %d rejected)", output, len(plan.rows),

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-import protkit
 from protkit.embed.parts import work_dir
 from protkit.finetune.baselines import baseline_scores
 from protkit.finetune.checkpoints import discard, open_work
@@ -34,6 +33,7 @@ from protkit.io.digests import file_sha256
 from protkit.io.outputs import claim_outputs
 from protkit.models.device import resolve_device
 from protkit.models.resolve import ModelKind, classify_model
+from protkit.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def run_identity(settings: FinetuneSettings, source: Path, data: Prepared) -> di
         "train_sha256": file_sha256(settings.train),
         "label_space": {"task": data.space.task, "names": list(data.space.names)},
         "max_length": data.max_length,
-        "protkit_version": protkit.__version__,
+        "protkit_version": VERSION,
     }
 
 

@@ -13,7 +13,6 @@ from typing import Sequence
 import numpy as np
 from transformers import PreTrainedModel
 
-import protkit
 from protkit.finetune.dataset import Prepared
 from protkit.finetune.settings import FinetuneSettings
 from protkit.finetune.tasks import Example, LabelSpace
@@ -23,6 +22,7 @@ from protkit.hf.heads import IGNORE
 from protkit.io.atomic import atomic_dir, write_json
 from protkit.io.digests import file_sha256
 from protkit.sequences.tokenize import token_count
+from protkit.version import VERSION
 
 METRICS_FILE = "metrics.json"
 EXPORT_DIR = "model"  # inside OUTPUT.partial/: the Hugging Face directory before it is put in place
@@ -96,7 +96,7 @@ def metrics_document(settings: FinetuneSettings, identity: dict, data: Prepared,
         "stopped_early": progress.stopped_early,
         "settings": {**settings.to_dict(), "max_length": data.max_length, "mode": settings.mode},
         "seconds": {"training": round(progress.train_seconds, 3), "total": round(seconds, 3)},
-        "protkit_version": protkit.__version__,
+        "protkit_version": VERSION,
     }
 
 

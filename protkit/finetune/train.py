@@ -1,7 +1,7 @@
 """The fine-tuning loop: AdamW (weight decay on matrices), linear warm-up then linear decay,
 gradient clipping, one validation score per epoch, early stopping after ``patience`` epochs without
 a better score (the best epoch's weights are kept), a checkpoint per epoch
-(:mod:`protkit.finetune.checkpoints`), a tqdm bar and TensorBoard scalars (``train/loss``,
+(:mod:`protkit.finetune.checkpoints`), a progress bar (log lines off a terminal) and TensorBoard scalars (``train/loss``,
 ``train/lr``, ``valid/<metric>``, ``valid/loss``)."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from protkit.finetune.model import load_trainable, trainable_state
 from protkit.finetune.settings import CLIP_NORM, WARMUP_FRACTION, WEIGHT_DECAY
 from protkit.finetune.tasks import Example, LabelSpace
 from protkit.hf.heads import head_loss
+from protkit.io.progress import progress_bar
 
 TENSORBOARD_DIR = "tensorboard"
 
@@ -169,8 +170,8 @@ def train(model: nn.Module, data: TrainingData, schedule: Schedule, work: Path, 
         progress, best = Progress(**json.loads(state["progress"])), state["best_model"]
     writer = SummaryWriter(str(work / TENSORBOARD_DIR))
     metric_name = data.space.metric
-    with tqdm(total=per_epoch * schedule.epochs, initial=per_epoch * progress.epochs_done, unit="batch",
-              desc="fine-tuning", disable=None) as bar:
+    with progress_bar(total=per_epoch * schedule.epochs, initial=per_epoch * progress.epochs_done, unit="batch",
+                      desc="fine-tuning") as bar:
         while progress.epochs_done < schedule.epochs and not progress.stopped_early:
             epoch, started = progress.epochs_done, time.perf_counter()
             lr = scheduler.get_last_lr()[0]

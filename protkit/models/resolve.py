@@ -19,6 +19,7 @@ import torch
 
 from protkit.io.digests import file_sha256
 from protkit.models.esmc.weights import HUB_WEIGHTS, resolve_weights
+from protkit.models.hub import hub_fetch
 from protkit.models.names import CONFIG_FILE, INT8_SUBDIR, QUANT_FILE, WEIGHTS_FILE
 from protkit.models.prothash.checkpoint import ModelFormatError, format_label
 from protkit.models.prothash.model import ProtHash, load_pretrained_dir
@@ -102,7 +103,7 @@ def _download(repo_id: str) -> Path:
 
     patterns = [CONFIG_FILE, WEIGHTS_FILE, f"{INT8_SUBDIR}/*", "data/weights/*.pth"]
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        return hub_fetch(snapshot_download, repo_id=repo_id, allow_patterns=patterns)
     except Exception as err:  # network, auth, missing repo: all user-fixable
         raise FileNotFoundError(
             f"model {repo_id!r}: not a local directory, and fetching it from the Hugging Face Hub failed "

@@ -42,11 +42,11 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn as nn
 
-import protkit
 from protkit.io.atomic import atomic_path
 from protkit.models.prothash.model import ProtHash
 from protkit.sequences.pooling import POOLINGS, pool
 from protkit.sequences.tokenize import CLS_ID, EOS_ID, PAD_ID, residue_mask
+from protkit.version import VERSION
 
 INPUTS = ("input_ids", "attention_mask")
 OUTPUTS = (*POOLINGS, *(f"{p}_native" for p in POOLINGS))  # cls, mean, max, cls_native, mean_native, max_native
@@ -137,7 +137,7 @@ def export_onnx(
     _name_outputs(program.model, outputs)
     metadata = {
         "config": json.dumps(model.config.to_dict(), sort_keys=True),
-        "version": protkit.__version__,
+        "version": VERSION,
         "outputs": json.dumps(list(outputs)),
         "inputs": json.dumps({"input_ids": "int64", "attention_mask": "int64"}),
         "precision": "fp32",

@@ -8,7 +8,8 @@
 - :func:`kmeans_clusters`: spherical k-means (FAISS), each cluster represented by its member
   nearest to the centroid.
 
-Outputs are tables in input order; ``score`` is the cosine to the representative. The pairs above
+Outputs are tables in input order; ``score`` is the cosine to the representative; ``description``
+(last) is each protein's header text after the id, when the embeddings file has them. The pairs above
 the threshold come from an exact FAISS range search, so the cost grows with N squared.
 """
 
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from protkit.search.vectors import Embeddings, SearchError
+from protkit.io.progress import progress_bar
+from protkit.search.vectors import DESCRIPTION, Embeddings, SearchError
 
 log = logging.getLogger(__name__)
 BLOCK = 4096  # query rows per range search
@@ -53,7 +54,8 @@ def similar_pairs(vectors: np.ndarray, threshold: float) -> Pairs:
     index.add(vectors)
     radius = np.nextafter(np.float32(threshold), np.float32(-np.inf))  # FAISS keeps scores > radius
     counts, neighbours, scores = [], [], []
-    for start in tqdm(range(0, len(vectors), BLOCK), desc="pairs", unit="block", disable=len(vectors) <= 4 * BLOCK):
+    blocks = range(0, len(vectors), BLOCK)
+    for start in progress_bar(blocks, total=len(blocks), desc="pairs", unit="block", disable=len(vectors) <= 4 * BLOCK):
         limits, found_scores, found = index.range_search(vectors[start:start + BLOCK], float(radius))
         limits = limits.astype(np.int64)
         rows = np.repeat(np.arange(start, start + len(limits) - 1), np.diff(limits))
@@ -119,8 +121,11 @@ def kmeans_clusters(embeddings: Embeddings, k: int, seed: int = 0, iterations: i
     if k > n:
         log.warning("%s: %d proteins, fewer than k = %d; each protein is its own cluster", embeddings.path, n, k)
         k = n
+    # min_points_per_centroid only gates FAISS's stderr line "WARNING clustering N points to k centroids:
+    # please provide at least 39 k training points", advice for training a quantizer; here k is the
+    # number of clusters asked for, every protein is assigned, and the centroids are the same without it.
     kmeans = faiss.Kmeans(embeddings.vectors.shape[1], k, niter=iterations, seed=seed, spherical=True,
-                          verbose=False, max_points_per_centroid=max(256, n // k + 1))
+                          verbose=False, max_points_per_centroid=max(256, n // k + 1), min_points_per_centroid=1)
     kmeans.train(embeddings.vectors)
     _, assignment = kmeans.index.search(embeddings.vectors, 1)  # (N, 1)
     assignment = assignment[:, 0]
@@ -149,5 +154,9 @@ def _with_clusters(embeddings: Embeddings, representative: np.ndarray) -> pd.Dat
 
 
 def _table(embeddings: Embeddings, representative: np.ndarray, score: np.ndarray) -> pd.DataFrame:
+    """``id``, ``representative``, ``score`` and, when the embeddings have them, ``description``."""
     ids = np.asarray(embeddings.ids, dtype=object)
-    return pd.DataFrame({"id": ids, "representative": ids[representative], "score": np.minimum(score, 1.0)})
+    table = pd.DataFrame({"id": ids, "representative": ids[representative], "score": np.minimum(score, 1.0)})
+    if embeddings.descriptions is not None:
+        table[DESCRIPTION] = embeddings.descriptions
+    return table

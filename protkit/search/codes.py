@@ -14,10 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import protkit
 from protkit.io.metadata import read_protkit_metadata, write_parquet
 from protkit.search.lsh import Hasher, fit_hasher
-from protkit.search.vectors import Embeddings, SearchError, model_source
+from protkit.search.model_record import model_record
+from protkit.search.vectors import Embeddings, SearchError
+from protkit.version import VERSION
 
 KIND = "lsh_codes"
 
@@ -63,8 +64,8 @@ def hash_embeddings(embeddings: Embeddings, bits: int, output: str | Path, seed:
         "skipped": embeddings.skipped,
         "identity": embeddings.identity,
         "embeddings": str(Path(embeddings.path).resolve()),
-        "model": {"model": model_source(embeddings.meta), "int8": bool(embeddings.meta.get("int8"))},
-        "protkit_version": protkit.__version__,
+        "model": model_record(embeddings.meta, Path(output).parent),
+        "protkit_version": VERSION,
     }
     code_column = pa.array([row.tobytes() for row in codes], pa.binary(bits // 8))
     write_parquet(pa.table({"id": pa.array(embeddings.ids, pa.string()), "code": code_column}), meta, output)

@@ -1,8 +1,10 @@
 """A FAISS index of one pooling's vectors, saved as a directory (``protkit index``).
 
-Layout of ``IDX/``: ``index.faiss`` (FAISS's own binary format, no pickle), ``ids.parquet`` (id and
-length per row, in the embeddings file's order) and ``index.json`` (kind, size, the model identity
-of :func:`protkit.search.vectors.model_identity` and where the vectors came from).
+Layout of ``IDX/``: ``index.faiss`` (FAISS's own binary format, no pickle), ``ids.parquet`` (id,
+length and, when the embeddings file has them, header description per row, in the embeddings file's
+order) and ``index.json`` (kind, size, the model identity of
+:func:`protkit.search.vectors.model_identity`, where the vectors came from, and the model by
+fingerprint and path, absolute and relative to ``IDX/``: :mod:`protkit.search.model_record`).
 
 Kinds: ``exact`` (``IndexFlatIP``, float32: exact cosine) and ``hnsw`` (``IndexHNSWSQ`` with float16
 storage: approximate, half the memory). ``auto`` picks exact up to :data:`EXACT_MAX` vectors.
@@ -23,10 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import protkit
 from protkit.io.atomic import atomic_dir, write_json
 from protkit.search.knn import mark_missing
-from protkit.search.vectors import Embeddings, SearchError, model_source
+from protkit.search.model_record import model_record
+from protkit.search.vectors import DESCRIPTION, Embeddings, SearchError
+from protkit.version import VERSION
 
 INDEX_KINDS = ("auto", "exact", "hnsw")
 EXACT_MAX = 200_000  # vectors; above: hnsw (see the module docstring)
@@ -44,6 +47,7 @@ class VectorIndex:
     ids: list[str]
     lengths: np.ndarray | None
     meta: dict
+    descriptions: list[str | None] | None = None  # header text after the id, when the embeddings had it
 
     @property
     def identity(self) -> dict:
@@ -86,7 +90,7 @@ def build_index(embeddings: Embeddings, output: str | Path, kind: str = "auto") 
     index = _faiss_index(embeddings.vectors, kind)
     meta = {
         "format": FORMAT,
-        "format_version": 1,
+        "format_version": 2,  # 2: the model recorded by fingerprint and paths
         "kind": kind,
         "metric": "cosine",
         "n": len(embeddings.ids),
@@ -97,18 +101,19 @@ def build_index(embeddings: Embeddings, output: str | Path, kind: str = "auto") 
         "exact_max": EXACT_MAX,
         "skipped": embeddings.skipped,
         "embeddings": str(Path(embeddings.path).resolve()),
-        "model": {"model": model_source(embeddings.meta),
-                  **{k: embeddings.meta.get(k) for k in ("model_kind", "int8", "quantization", "precision", "max_length")}},
-        "protkit_version": protkit.__version__,
+        "model": model_record(embeddings.meta, output),
+        "protkit_version": VERSION,
     }
     columns = {"id": pa.array(embeddings.ids, pa.string())}
     if embeddings.lengths is not None:
         columns["length"] = pa.array(embeddings.lengths)
+    if embeddings.descriptions is not None:
+        columns[DESCRIPTION] = pa.array(embeddings.descriptions, pa.string())
     with atomic_dir(output) as tmp:
         faiss.write_index(index, str(tmp / "index.faiss"))
         pq.write_table(pa.table(columns), tmp / "ids.parquet")
         write_json(tmp / "index.json", meta)
-    return VectorIndex(Path(output), index, embeddings.ids, embeddings.lengths, meta)
+    return VectorIndex(Path(output), index, embeddings.ids, embeddings.lengths, meta, embeddings.descriptions)
 
 
 def load_index(path: str | Path) -> VectorIndex:
@@ -142,4 +147,5 @@ def load_index(path: str | Path) -> VectorIndex:
     if hasattr(index, "hnsw"):
         index.hnsw.efSearch = meta.get("hnsw", {}).get("ef_search", HNSW_EF_SEARCH)
     lengths = table.column("length").to_numpy() if "length" in table.column_names else None
-    return VectorIndex(path, index, table.column("id").to_pylist(), lengths, meta)
+    descriptions = table.column(DESCRIPTION).to_pylist() if DESCRIPTION in table.column_names else None
+    return VectorIndex(path, index, table.column("id").to_pylist(), lengths, meta, descriptions)

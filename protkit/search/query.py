@@ -1,10 +1,13 @@
 """``protkit search``: the k nearest proteins of each query in an index or a codes file.
 
 Queries are an embeddings parquet file or a FASTA file, which is embedded first with ``--model``
-(default: the model recorded in the index). The queries must come from the model and pooling the
-index was built with (:func:`protkit.search.vectors.check_same_model`). Output: parquet with
-``query_id``, ``hit_id``, ``rank`` (1-based), ``score`` (cosine), queries in input order and hits
-best first. A hit with the query's own id is left out unless ``keep_self`` (all-against-all runs).
+(default: the model recorded in the index, found by :mod:`protkit.search.model_record`). The queries
+must come from the model and pooling the index was built with
+(:func:`protkit.search.vectors.check_same_model`). Output: parquet with ``query_id``, ``hit_id``,
+``rank`` (1-based), ``score`` (cosine), then ``query_description`` and ``hit_description`` (the
+header text after the id, null where a header has none) when the queries / the index carry
+descriptions; queries in input order and hits best first. A hit with the query's own id is left out
+unless ``keep_self`` (all-against-all runs).
 """
 
 from __future__ import annotations
@@ -18,20 +21,22 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from tqdm.auto import tqdm
 
-import protkit
 from protkit.io.metadata import write_parquet
 from protkit.io.outputs import claim_outputs
+from protkit.io.progress import progress_bar
 from protkit.search.codes import Codes, is_codes_file, read_codes
 from protkit.search.index import load_index
 from protkit.search.lsh import CANDIDATE_FACTOR, lsh_search
+from protkit.search.model_record import load_query_model
 from protkit.search.vectors import Embeddings, SearchError, check_same_model, read_embeddings
 from protkit.sequences.fasta import is_gzip
+from protkit.version import VERSION
 
 log = logging.getLogger(__name__)
 QUERY_BLOCK = 8192  # queries searched at once
 HIT_COLUMNS = ("query_id", "hit_id", "rank", "score")
+DESCRIPTION_COLUMNS = ("query_description", "hit_description")  # when the queries / the target have them
 
 
 class Target(Protocol):
@@ -40,6 +45,7 @@ class Target(Protocol):
     path: Path
     ids: list[str]
     meta: dict
+    descriptions: list[str | None] | None
 
     @property
     def identity(self) -> dict: ...
@@ -54,6 +60,7 @@ class CodeTarget:
     codes: Codes
     vectors: np.ndarray | None  # (N, D) the embeddings the codes came from
     candidate_factor: int = CANDIDATE_FACTOR
+    descriptions: list[str | None] | None = None  # of those embeddings, when they have them
 
     @property
     def path(self) -> Path:
@@ -96,13 +103,7 @@ def open_target(path: str | Path, rerank_vectors: str | Path | None = None, skip
         raise SearchError(f"{source} does not hold the proteins of {path} in the same order; pass the embeddings "
                           "file the codes were made from")
     check_same_model(codes.identity, embeddings.identity, str(path), str(source))
-    return CodeTarget(codes, embeddings.vectors)
-
-
-def recorded_model(target: Target) -> tuple[str, bool]:
-    """The model (and whether int8) the target's vectors were embedded with."""
-    model = target.meta.get("model") or {}
-    return model.get("model"), bool(model.get("int8"))
+    return CodeTarget(codes, embeddings.vectors, descriptions=embeddings.descriptions)
 
 
 def looks_like_parquet(path: Path) -> bool:
@@ -119,22 +120,11 @@ def query_embeddings(query: str | Path, target: Target, model: str | None, int8:
         raise FileNotFoundError(f"query file {query}: no such file")
     if not is_gzip(query) and looks_like_parquet(query):
         return read_embeddings(query, pooling, skip_bad)
-    from protkit.embed.loading import load_embedder
     from protkit.embed.run import embed_fasta
 
-    recorded, recorded_int8 = recorded_model(target)
-    if not (model or recorded):
-        raise SearchError(f"{target.path} records no model; pass --model to embed {query}")
     loading = {k: v for k, v in embed_options.items() if k in ("device", "backend", "precision")}
-    try:
-        embedder = load_embedder(model or recorded, int8=recorded_int8 if int8 is None else int8, poolings=[pooling],
-                                 **loading)
-    except (FileNotFoundError, ValueError) as err:
-        if model:
-            raise
-        raise SearchError(f"{query} is not an embeddings file, so it is read as FASTA and embedded with the model "
-                          f"{target.path} records, which does not load here ({' '.join(str(err).split())}); "
-                          "pass --model") from err
+    embedder = load_query_model(target.path, target.meta.get("model") or {}, target.identity.get("model_fingerprint"),
+                                query, model, int8, poolings=[pooling], **loading)
     with tempfile.TemporaryDirectory(prefix="protkit-search-") as tmp:
         out = Path(tmp) / "queries.parquet"
         embed_fasta(embedder, query, out, poolings=[pooling], resume=False,
@@ -147,14 +137,21 @@ def query_embeddings(query: str | Path, target: Target, model: str | None, int8:
 def search_vectors(
     target: Target, queries: Embeddings, k: int, min_score: float | None = None, keep_self: bool = False
 ) -> pd.DataFrame:
-    """Hits of every query, in query order, best first: the :data:`HIT_COLUMNS` table."""
+    """Hits of every query, in query order, best first: the :data:`HIT_COLUMNS` table, then the
+    :data:`DESCRIPTION_COLUMNS` the queries and the target have."""
     if k < 1:
         raise SearchError(f"--k must be at least 1, got {k}")
     check_same_model(target.identity, queries.identity, str(target.path), str(queries.path))
     ids = np.asarray(target.ids, dtype=object)
+    query_descriptions = None if queries.descriptions is None else np.asarray(queries.descriptions, dtype=object)
+    hit_descriptions = None if target.descriptions is None else np.asarray(target.descriptions, dtype=object)
+    known = (query_descriptions is not None, hit_descriptions is not None)
+    columns = list(HIT_COLUMNS) + [name for name, have in zip(DESCRIPTION_COLUMNS, known) if have]
     extra = 0 if keep_self else 1  # one more, for the query itself
     frames = []
-    for start in tqdm(range(0, len(queries.ids), QUERY_BLOCK), desc="search", unit="block", disable=len(queries.ids) <= QUERY_BLOCK):
+    blocks = range(0, len(queries.ids), QUERY_BLOCK)
+    for start in progress_bar(blocks, total=len(blocks), desc="search", unit="block",
+                              disable=len(queries.ids) <= QUERY_BLOCK):
         query_ids = np.asarray(queries.ids[start:start + QUERY_BLOCK], dtype=object)
         scores, indices = target.search(queries.vectors[start:start + QUERY_BLOCK], k + extra)  # (b, k')
         keep = indices >= 0
@@ -165,11 +162,16 @@ def search_vectors(
         ranks = np.cumsum(keep, axis=1)
         keep &= ranks <= k
         rows, cols = np.nonzero(keep)
-        frames.append(pd.DataFrame({
+        frame = pd.DataFrame({
             "query_id": query_ids[rows], "hit_id": ids[indices[rows, cols]],
             "rank": ranks[rows, cols].astype(np.int32), "score": scores[rows, cols].astype(np.float32),
-        }))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(HIT_COLUMNS))
+        })
+        if query_descriptions is not None:
+            frame["query_description"] = query_descriptions[start + rows]
+        if hit_descriptions is not None:
+            frame["hit_description"] = hit_descriptions[indices[rows, cols]]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def write_hits(hits: pd.DataFrame, output: str | Path, target: Target, queries: Embeddings, settings: dict) -> None:
@@ -178,10 +180,12 @@ def write_hits(hits: pd.DataFrame, output: str | Path, target: Target, queries: 
         "hit_id": pa.array(hits["hit_id"].tolist(), pa.string()),
         "rank": pa.array(hits["rank"].to_numpy(np.int32)),
         "score": pa.array(hits["score"].to_numpy(np.float32)),
+        **{name: pa.array(hits[name].tolist(), pa.string(), from_pandas=True)
+           for name in DESCRIPTION_COLUMNS if name in hits},
     })
     meta = {"kind": "search_hits", "target": str(target.path), "queries": str(queries.path),
             "n_queries": len(queries.ids), "skipped_queries": queries.skipped, "identity": target.identity, **settings,
-            "protkit_version": protkit.__version__}
+            "protkit_version": VERSION}
     write_parquet(table, meta, output)
 
 
@@ -210,5 +214,7 @@ def search(
         except RuntimeError as err:  # FAISS
             raise SearchError(f"{target.path}: search failed ({str(err).strip().splitlines()[0]})") from None
         write_hits(hits, output, target, queries, {"k": k, "min_score": min_score, "keep_self": keep_self})
-    log.info("wrote %s: %d hits for %d queries against %d proteins", output, len(hits), len(queries.ids), len(target.ids))
+    log.info("search: %s queries -> %s hits against %s proteins (k %d%s): %s", f"{len(queries.ids):,}",
+             f"{len(hits):,}", f"{len(target.ids):,}", k, "" if min_score is None else f", cosine >= {min_score}",
+             output)
     return hits

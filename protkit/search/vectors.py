@@ -1,8 +1,9 @@
 """Pooled vectors of an embeddings parquet file (``protkit embed``), ready for search.
 
 :func:`read_embeddings` reads the ids, one pooling's vectors (L2-normalised, so inner product is
-cosine) and the ``protkit`` metadata; :func:`model_identity` is what must match between an index
-and its queries (model weights, quantization, pooling, width, space). Errors name the file and
+cosine), the header descriptions (files that have them) and the ``protkit`` metadata;
+:func:`model_identity` is what must match between an index and its queries (model weights,
+quantization, pooling, width, space). Errors name the file and
 what to do: :class:`SearchError` is a user-facing ``protkit: error:``.
 """
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 # Must match between an index and its queries. Quantization may differ: int8 vectors of a model
 # stay within ~1e-3 cosine of its fp32 vectors, so an fp32 index answers int8 queries.
 IDENTITY_KEYS = ("model_fingerprint", "pooling", "dim", "space")
+DESCRIPTION = "description"  # the embeddings column of header descriptions (protkit.embed.parts writes it)
 
 
 class SearchError(FileFormatError):
@@ -41,6 +43,7 @@ class Embeddings:
     pooling: str
     meta: dict  # the file's protkit metadata
     skipped: list[dict] = field(default_factory=list)  # rows left out as unusable: {"id", "reason"}
+    descriptions: list[str | None] | None = None  # FASTA header text after the id; None: the file has none
 
     @property
     def identity(self) -> dict:
@@ -76,7 +79,8 @@ def read_embeddings(path: str | Path, pooling: str | None = None, skip_bad: bool
     if pooling not in (meta.get("poolings") or []):
         raise SearchError(f"{path}: no '{pooling}' vectors (it has {', '.join(meta.get('poolings') or []) or 'none'}); "
                           f"re-embed with --pooling {pooling} or choose another --pooling")
-    columns = ["id", pooling] + (["length"] if "length" in pq.read_schema(path).names else [])
+    present = pq.read_schema(path).names
+    columns = ["id", pooling] + [name for name in ("length", DESCRIPTION) if name in present]
     try:
         table = pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as err:
@@ -85,6 +89,7 @@ def read_embeddings(path: str | Path, pooling: str | None = None, skip_bad: bool
     dim = meta.get("dim") if isinstance(meta.get("dim"), int) else None
     vectors, bad = column_rows(table.column(pooling), dim)  # (N, D) float32
     lengths = table.column("length").to_numpy() if "length" in columns else None
+    descriptions = table.column(DESCRIPTION).to_pylist() if DESCRIPTION in columns else None
     skipped = []
     if bad and not skip_bad:
         raise SearchError(f"{path}: unusable {pooling} vectors in {describe_rows(bad, ids)}; re-embed those proteins, "
@@ -95,13 +100,8 @@ def read_embeddings(path: str | Path, pooling: str | None = None, skip_bad: bool
         skipped = [{"id": ids[row], "reason": reason} for row, reason in bad.items()]
         ids, vectors = [ids[i] for i in keep], vectors[keep]
         lengths = lengths[keep] if lengths is not None else None
-    return Embeddings(path, ids, normalise(vectors), lengths, pooling, meta, skipped)
-
-
-def model_source(meta: dict) -> str | None:
-    """The model an embeddings file was made with, as an absolute path when it is a local one."""
-    model = meta.get("model")
-    return str(Path(model).resolve()) if model and Path(model).exists() else model
+        descriptions = [descriptions[i] for i in keep] if descriptions is not None else None
+    return Embeddings(path, ids, normalise(vectors), lengths, pooling, meta, skipped, descriptions)
 
 
 def model_identity(meta: dict, pooling: str) -> dict:
@@ -128,5 +128,6 @@ def check_same_model(expected: dict, got: dict, expected_source: str, got_source
     if differs:
         raise SearchError(
             f"{got_source} was embedded with {describe_identity(got)} but {expected_source} with "
-            f"{describe_identity(expected)} (differs in {', '.join(differs)}); embed both with the same model and pooling"
+            f"{describe_identity(expected)} (differs in {', '.join(differs)}); embed both with the same model and "
+            "pooling"
         )

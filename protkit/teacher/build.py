@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from protkit.io.atomic import write_json
 from protkit.io.columns import STORE_DTYPES
 from protkit.io.outputs import claim_outputs
+from protkit.io.progress import progress_bar
 from protkit.models.device import resolve_device
 from protkit.models.esmc.model import ESMC
 from protkit.sequences.batching import token_budget_batches
@@ -180,7 +180,7 @@ class _Progress:
     """tqdm bar over residues with a residues/s postfix for the residues computed in this run."""
 
     def __init__(self, total: int, reused: int, desc: str):
-        self.bar = tqdm(total=total, initial=reused, unit="res", unit_scale=True, desc=desc, disable=None)
+        self.bar = progress_bar(total=total, initial=reused, unit="res", unit_scale=True, desc=desc)
         self.start = time.perf_counter()
         self.computed = 0
 

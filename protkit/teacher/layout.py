@@ -25,10 +25,10 @@ from typing import Iterable
 
 import numpy as np
 
-import protkit
 from protkit.io.atomic import write_json
 from protkit.io.digests import json_sha256
 from protkit.sequences.tokenize import VOCAB
+from protkit.version import VERSION
 
 FINGERPRINT_FILE = "fingerprint.json"
 MANIFEST_FILE = "manifest.json"
@@ -67,7 +67,7 @@ def cache_fingerprint(
         "poolings": sorted(set(poolings)),
         "store_dtype": store_dtype,
         "tokens": bool(tokens),
-        "protkit_version": protkit.__version__,
+        "protkit_version": VERSION,
     }
     return json_sha256(parts), parts
 

@@ -110,6 +110,24 @@ CASES = {
         "finetune.membrane: give test (a file) or test_fraction (a share of train), not both"),
     "finetune_unknown_key": (
         finetune(lora_rank=4), "finetune.membrane: Additional properties are not allowed ('lora_rank' was unexpected)"),
+    "missing_weights_file": (
+        lambda c: c["teachers"]["demo_esmc"].update(weights="weights/absent.safetensors"),
+        "teachers.demo_esmc.weights: weights/absent.safetensors does not exist (relative to"),
+    "missing_data_file": (
+        lambda c: c["data"].update(paths=["absent.fasta"]), "data.paths[0]: absent.fasta does not exist"),
+    "missing_package_file": (
+        lambda c: c["data"].update(paths=["pyhmmer:tests/absent.faa"]),
+        "data.paths[0]: data path 'pyhmmer:tests/absent.faa': tests/absent.faa not found in package pyhmmer"),
+    "missing_embed_input": (
+        lambda c: c["embed"]["inputs"].update(mine="/nowhere/mine.fasta"),
+        "embed.inputs.mine: /nowhere/mine.fasta does not exist"),
+    "missing_query_file": (
+        lambda c: c["search"]["queries"].update(LuxC="absent/LuxC.faa"), "search.queries.LuxC: absent/LuxC.faa"),
+    "missing_required_probe_file": (
+        lambda c: c["probes"]["deeploc_membrane"].update(path="absent.fasta", optional=False),
+        "probes.deeploc_membrane.path: absent.fasta does not exist"),
+    "missing_required_finetune_file": (
+        finetune(train="absent.fasta"), "finetune.membrane.train: absent.fasta does not exist"),
     "probe_regex": (
         lambda c: c["probes"]["deeploc_membrane"].update(label_regex="(a)(b)"),
         "probes.deeploc_membrane.label_regex: '(a)(b)' needs exactly one capture group"),
@@ -160,7 +178,17 @@ def test_defaults_are_filled_once_and_match_the_dataclasses() -> None:
     assert config["teachers"]["demo_esmc"]["jobs"] == 1  # workflow-only keys: the schema's defaults
 
 
-@pytest.mark.parametrize("case", ["q_heads_not_dividing_width", "kv_heads_not_dividing_q_heads", "training_value"])
+def test_optional_files_may_be_absent() -> None:
+    config = tiny_config()
+    config["probes"]["deeploc_membrane"].update(path="absent.fasta", optional=True)
+    config["finetune"]["start_codon"].update(train="absent.fasta", optional=True)
+    validate(config)
+    assert validate(copy.deepcopy(tiny_config()) | {"data": {**tiny_config()["data"], "paths": ["absent.fasta"]}},
+                    check_files=False)
+
+
+@pytest.mark.parametrize("case", ["q_heads_not_dividing_width", "kv_heads_not_dividing_q_heads", "training_value",
+                                  "missing_weights_file", "missing_data_file"])
 def test_snakemake_dry_run_refuses_before_planning(tmp_path: Path, case: str) -> None:
     change, expected = CASES[case]
     config = copy.deepcopy(tiny_config())

@@ -4,7 +4,11 @@ re-arranged into one subpackage per stage: moving code must not change one train
 data (filter + split of the demo proteome) -> random ESMC teacher -> teacher cache -> distillation of
 the demo's student (plain and QAT) -> int8. The sha256 of each trained ``model.safetensors`` is pinned
 for the CPU kind it was recorded on (float results depend on the kernels a CPU runs); on every CPU the
-weights must also match the recorded ones (``tests/distill/pinned_training.safetensors``) to 1e-4.
+weights must also match the recorded ones (``tests/distill/pinned_training.safetensors``) to 1e-4 —
+except the QAT student's on another CPU kind: there a last-bit difference moves a weight across an int8
+rounding boundary of the fake quantization and the runs drift apart, so its weights are held to a
+relative L2 distance of :data:`QAT_OTHER_CPU_REL_L2` per tensor (unrelated weights of the same scale
+are about sqrt(2) apart).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = Path(__file__).resolve().parent / "pinned_training.safetensors"
+QAT_OTHER_CPU_REL_L2 = 0.2  # measured on AVX2 AuthenticAMD: 0.071 (blocks.1.attention.out_proj)
 # model.safetensors sha256 per variant, recorded before the move, by CPU kind (see cpu_kind)
 PINNED = {
     "AVX512 AuthenticAMD": {
@@ -86,6 +91,11 @@ def test_trained_weights_match_the_recording(trained: dict[str, Path], name: str
     state = load_file(trained[name] / "model.safetensors")
     reference = {k.removeprefix(f"{name}."): v for k, v in load_file(REFERENCE).items() if k.startswith(f"{name}.")}
     assert sorted(state) == sorted(reference)
+    if name == "qat" and cpu_kind() not in PINNED:
+        distances = {key: float((t - reference[key]).norm() / reference[key].norm()) for key, t in state.items()}
+        worst = max(distances, key=distances.get)
+        assert distances[worst] <= QAT_OTHER_CPU_REL_L2, f"{name} {worst}: relative L2 {distances[worst]:.4f}"
+        return
     for key, tensor in state.items():
         torch.testing.assert_close(tensor, reference[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{name} {key}: {m}")
 

@@ -3,6 +3,7 @@ atomicity and resume, int8 and model loading."""
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -446,3 +447,53 @@ def test_onnxruntime_backend_refuses_the_residue_statistics(model_dir, fasta, tm
     assert not out.exists()
     with pytest.raises(EmbedError, match=r"not median; use --backend torch"):
         load_embedder(model_dir, device="cpu", backend="onnxruntime", poolings=["median+mean"])
+
+
+# --- no silent loss: truncation warning, header descriptions -----------------------------------
+def truncation_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "truncated" in r.getMessage()]
+
+
+def test_truncating_more_than_one_percent_is_one_warning(fp32, tmp_path, caplog):
+    rng = random.Random(6)
+    recs = [(f"s{i:03d}", random_protein(rng, 30)) for i in range(197)]
+    recs += [(f"long{i}", random_protein(rng, 60)) for i in range(3)]
+    path = tmp_path / "mixed.fasta"
+    write_fasta(recs, path)
+    with caplog.at_level(logging.WARNING):
+        out = embed_fasta(fp32, path, tmp_path / "t.parquet", max_length=42)
+    assert truncation_warnings(caplog) == [
+        f"{path}: 3 of 200 proteins (1.5%) are longer than the 40 residues the model reads (max_length 42 tokens) and "
+        "are truncated to their first 40; pass --overlength drop to leave them out or --overlength error to stop at "
+        "them, or use a model with a longer context"
+    ]
+    assert read_protkit_metadata(out)["n_truncated"] == 3  # the counts stay in the metadata
+    caplog.clear()
+    write_fasta(recs[:-1], path)  # 2 of 199: still over 1%
+    with caplog.at_level(logging.WARNING):
+        embed_fasta(fp32, path, tmp_path / "u.parquet", max_length=42)
+    assert len(truncation_warnings(caplog)) == 1
+    caplog.clear()
+    write_fasta(recs[:-2], path)  # 1 of 198: not more than 1%, one line in the summary only
+    with caplog.at_level(logging.WARNING):
+        out = embed_fasta(fp32, path, tmp_path / "v.parquet", max_length=42)
+    assert truncation_warnings(caplog) == [] and read_protkit_metadata(out)["n_truncated"] == 1
+
+
+def test_header_descriptions_become_a_column_through_shards(fp32, tmp_path):
+    """The header's text after the id, null for a bare header; a shard whose headers are all bare
+    gathers with the others; a file of bare headers has no description column
+    (test_rows_in_fasta_order_equal_one_at_a_time)."""
+    rng = random.Random(8)
+    lines = [">a1 kinase domain  [Homo sapiens]", ">a2", ">a3 OS=Mus musculus GN=Abc1", ">a4", ">a5\tseven  spaced"]
+    path = tmp_path / "described.fasta"
+    path.write_text("".join(f"{header}\n{random_protein(rng, 25)}\n" for header in lines))
+    want = ["kinase domain  [Homo sapiens]", None, "OS=Mus musculus GN=Abc1", None, "seven  spaced"]
+    whole = pq.read_table(embed_fasta(fp32, path, tmp_path / "whole.parquet"))
+    assert whole.column_names == ["id", "description", "length", "truncated", "mean"]
+    assert whole.column("description").to_pylist() == want
+    shards = [embed_shard(fp32, path, tmp_path / "shards", i, 2) for i in range(2)]
+    assert "description" not in pq.read_table(shards[1]).column_names  # a2, a4: bare headers only
+    gathered = pq.read_table(gather_shards(shards, tmp_path / "gathered.parquet"))
+    assert gathered.column_names == whole.column_names
+    assert gathered.column("description").to_pylist() == want

@@ -253,6 +253,13 @@ def test_report_files(evaluation, tmp_path):
     for p in ("cls", "mean"):
         beats = evaluation.metrics["beats_baselines"]["fp32"][p]
         assert f"**The fp32 student {'beats' if beats else 'does NOT beat'} both baselines**" in text
+        int8 = evaluation.metrics["beats_baselines"]["int8"][p]
+        assert f"**The int8 student {'beats' if int8 else 'does NOT beat'} both baselines** by the same test." in text
+    # throughput: each model with the backend it ran on and its speed-up over the teacher
+    runs = evaluation.metrics["throughput"]
+    speedup = runs["int8"]["residues_per_s"] / runs["teacher"]["residues_per_s"]
+    assert f"| student int8 | torchao int8 | {runs['int8']['residues_per_s']:.0f} | {speedup:.1f}× |" in text
+    assert "| teacher | torch fp32 |" in text and "| student fp32 | torch fp32 |" in text
     fp32_mean = evaluation.metrics["models"]["fp32"]["cls"]["cosine"]["mean"]
     assert f"| fp32 | {fp32_mean:.4f} |" in text
     assert "](throughput.png)" in text and "](recall_vs_bits.png)" in text
@@ -288,6 +295,8 @@ def test_summarize(evaluation, tmp_path):
     row = read[(read.variant == "large") & (read.precision == "int8") & (read.pooling == "mean")].iloc[0]
     assert row.cosine_mean == pytest.approx(evaluation.metrics["models"]["int8"]["mean"]["cosine"]["mean"], rel=1e-5)
     assert row.size_bytes == 30
+    assert (row.backend, row.teacher_backend, row.device) == ("torchao int8", "torch fp32", "cpu")
+    assert read[read.precision == "fp32"]["backend"].eq("torch fp32").all()
     gain = evaluation.metrics["vs_baselines"]["int8"]["mean"]["untrained"]
     assert (row.gain_vs_untrained_ci_low, row.gain_vs_untrained_ci_high) == pytest.approx(gain["ci95"], rel=1e-5)
     assert list(read.columns)[-1] == "probe_hydrophobic"  # an absent (skipped) probe has no column
@@ -334,3 +343,19 @@ def test_evaluate_variant_files(proteome, teacher, tmp_path):
         evaluate_variant(tmp_path / "sequences.parquet", tmp_path / "cache", tmp_path / "model",
                          tmp_path / "model" / "int8", str(tmp_path / "teacher.safetensors"),
                          poolings=["tokens"], device="cpu")
+
+
+def test_throughput_backends_and_length_axis():
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    from protkit.evaluate.plots import length_axis, throughput_backend
+
+    metrics = {"teacher_dtype": "bf16",
+               "throughput": {"teacher": {}, "fp32": {}, "int8": {"backend": "onnxruntime int8"}}}
+    assert [throughput_backend(metrics, m) for m in ("teacher", "fp32", "int8")] == [
+        "torch bf16", "torch fp32", "onnxruntime int8"]  # a backend the evaluation recorded wins
+    ax = Figure().add_subplot()
+    length_axis(ax, np.array([35, 120, 510]))
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["50", "100", "200", "500"]  # plain, no 10^x labels
+    assert isinstance(ax.xaxis.get_minor_formatter(), NullFormatter)  # minor ticks unlabelled: nothing overlaps

@@ -319,13 +319,16 @@ def test_itq_wider_than_the_vectors_is_one_error_line(planted: Planted, tmp_path
 
 def test_fasta_query_with_an_unloadable_recorded_model_says_pass_model(planted: Planted, tmp_path: Path,
                                                                        capsys) -> None:
+    """An index of format_version 1 records the model by name only (no fingerprint or paths)."""
     import shutil
 
     index = tmp_path / "moved.index"
     shutil.copytree(planted.index, index)
     meta = json.loads((index / "index.json").read_text())
-    meta["model"]["model"] = str(tmp_path / "gone")  # the model directory moved away since indexing
+    meta["model"] = {"model": str(tmp_path / "gone"), "int8": False}  # moved away since indexing
     (index / "index.json").write_text(json.dumps(meta))
     line = error_line(capsys, "search", "--index", index, "--query", planted.fasta, "--output", tmp_path / "h.parquet")
-    assert str(planted.fasta) in line and str(tmp_path / "gone") in line and line.endswith("pass --model")
+    assert str(planted.fasta) in line and str(tmp_path / "gone") in line
+    assert line.endswith("Pass --model with that model")
+    assert meta["identity"]["model_fingerprint"][:12] in line
     assert not (tmp_path / "h.parquet").exists()

@@ -31,8 +31,9 @@ from pipeline_fixtures import (
 SLURM_DIR = REPO.parent / "shared" / "slurm"
 PROFILE = Path(__file__).resolve().parent / "slurm_profile"
 GPU_RULES = {"teacher_cache_part", "distill", "evaluate", "embed_shard", "finetune"}  # 2 teacher cache jobs
-CPU_RULES = {"filter_split", "teacher_cache_gather", "quantize", "search_index", "dedup", "cluster"}
-LOCAL_RULES = {"all", "random_teacher", "eval_summary", "embed_gather", "search_summary", "finetune_summary"}
+CPU_RULES = {"filter_split", "teacher_cache_gather", "quantize", "search_index", "dedup", "cluster", "search_map"}
+LOCAL_RULES = {"all", "random_teacher", "eval_summary", "embed_gather", "search_summary", "finetune_summary",
+               "headline"}
 EMBEDDING = "results/embeddings/v0/PKSI.parquet"
 SETUP_SECONDS = 300
 RUN_SECONDS = 480

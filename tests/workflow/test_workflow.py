@@ -34,7 +34,7 @@ from protkit.teacher.read import load_pooled
 NO_NETWORK = {"HF_HUB_OFFLINE": "1", "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
               "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
 GPU_RULES = {"teacher_cache", "distill", "evaluate"}
-CPU_RULES = {"download", "filter_split", "quantize", "eval_summary", "finetune_summary"}
+CPU_RULES = {"download", "filter_split", "quantize", "eval_summary", "finetune_summary", "headline"}
 
 
 def _jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
@@ -63,7 +63,7 @@ def test_default_config_plans_every_job_offline(tmp_path: Path) -> None:
     result = snakemake(tmp_path, REPO / "config" / "config.yaml", "-n", env=NO_NETWORK)
     # The finetune task's DeepLoc file is optional and absent here: only the summary (noting the skip) runs.
     assert _jobs(result) == {"download": 1, "filter_split": 1, "teacher_cache": 2, "distill": 4, "quantize": 4,
-                             "evaluate": 4, "eval_summary": 1, "finetune_summary": 1}
+                             "evaluate": 4, "eval_summary": 1, "finetune_summary": 1, "headline": 1}
     assert _wildcards(result, "teacher_cache", "teacher") == ["esmc_300m", "esmc_600m"]
     assert _wildcards(result, "distill", "variant") == sorted(["V2-384-Tiny", "V2-384", "V2-512-Tiny", "V2-512"])
     jobs = planned_job_details(result)
@@ -137,6 +137,29 @@ def test_optional_finetune_task_without_its_file_is_skipped_and_noted(tmp_path: 
     assert result.returncode != 0 and "absent.fasta" in result.stdout + result.stderr
 
 
+def test_outdir_puts_every_result_under_it(tmp_path: Path) -> None:
+    config = tiny_config()
+    config["outdir"] = "runs/tiny"
+    result = snakemake(tmp_path, write_config(tmp_path, config), "-n", "--cores", "1")
+    outputs = [line.strip().removeprefix("output: ") for line in result.stdout.splitlines()
+               if line.strip().startswith("output: ")]
+    files = [f for line in outputs for f in line.split(", ")]
+    shared = "resources/"  # downloads and the random teacher: inputs shared by every outdir
+    assert len(files) > 30 and all(f.startswith(("runs/tiny/", shared)) for f in files), files
+    benchmarks = [line for line in result.stdout.splitlines() if line.strip().startswith("benchmark: ")]
+    assert benchmarks and all("runs/tiny/benchmarks/" in line for line in benchmarks)
+
+
+def test_a_small_file_is_one_embedding_job(tmp_path: Path) -> None:
+    config = tiny_config(shards=4)
+    config["embed"]["residues_per_shard"] = 2_000_000  # PKSI and LuxC are far smaller
+    result = snakemake(tmp_path, write_config(tmp_path, config), "-n", "--cores", "1")
+    assert sorted(set(_wildcards(result, "embed_shard", "nshards"))) == ["1"]
+    config["embed"]["residues_per_shard"] = 1_000  # every file at embed.shards
+    result = snakemake(tmp_path, write_config(tmp_path, config, "many.yaml"), "-n", "--cores", "1")
+    assert sorted(set(_wildcards(result, "embed_shard", "nshards"))) == ["4"]
+
+
 # --- one tiny pipeline run, then what re-runs recompute -------------------------------------------
 class Pipeline:
     """A finished tiny run: its directory, config file and config."""
@@ -206,8 +229,11 @@ def _check_search_outputs(pipeline: Pipeline, model: str, name: str, ids: list[s
     assert json.loads((directory / "index" / "index.json").read_text())["n"] == len(ids)
     for query, spec in pipeline.config["search"]["queries"].items():
         hits = pd.read_parquet(directory / f"hits-{query}.parquet")
-        query_ids = [record.id for record in read_fasta(resolve_data_path(spec))]
-        assert list(hits.columns) == ["query_id", "hit_id", "rank", "score"]
+        queries = {record.id: record.description for record in read_fasta(resolve_data_path(spec))}
+        query_ids = list(queries)
+        # the headers' text after the id rides along: both files' headers have some (Prodigal's)
+        assert list(hits.columns) == ["query_id", "hit_id", "rank", "score", "query_description", "hit_description"]
+        assert all(queries[q].split(maxsplit=1)[1] == d for q, d in zip(hits["query_id"], hits["query_description"]))
         assert list(dict.fromkeys(hits["query_id"])) == query_ids
         assert set(hits["hit_id"]) <= set(ids) and hits["rank"].max() <= pipeline.config["search"]["k"]
     assert pd.read_parquet(directory / "dedup.parquet")["id"].tolist() == ids
@@ -222,13 +248,14 @@ def test_noop_rerun_plans_nothing(pipeline: Pipeline) -> None:
 
 
 FINETUNE_JOBS = {"finetune": 1, "finetune_summary": 1}  # tiny_config: one task, on v0
+HEADLINE_JOB = {"headline": 1}  # the report's landing page, after any summary (evaluation, search, fine-tuning)
 
 
 def _search_jobs(n_models: int, n_inputs: int = 1, n_queries: int = 1) -> dict[str, int]:
     """Jobs of the search stage for ``n_models`` models, each on ``n_inputs`` embedded files."""
     pairs = n_models * n_inputs
     return {"search_index": pairs, "search_queries": pairs * n_queries, "dedup": pairs, "cluster": pairs,
-            "search_summary": 1}
+            "search_map": pairs, "search_summary": 1}
 
 
 def test_forcerun_distill_reruns_students_not_teacher(pipeline: Pipeline) -> None:
@@ -236,7 +263,7 @@ def test_forcerun_distill_reruns_students_not_teacher(pipeline: Pipeline) -> Non
     # v0 and v0-int8 embed PKSI and the LuxC queries (2 shards each), then the search stage re-runs; v0 is
     # fine-tuned again.
     assert _jobs(result) == {"distill": 2, "quantize": 2, "evaluate": 2, "eval_summary": 1, "embed_shard": 8,
-                             "embed_gather": 4, **_search_jobs(2), **FINETUNE_JOBS}
+                             "embed_gather": 4, **_search_jobs(2), **FINETUNE_JOBS, **HEADLINE_JOB}
     assert _wildcards(result, "distill", "variant") == ["v0", "v1"]
 
 
@@ -251,7 +278,7 @@ def test_changed_lr_retrains_only_that_variant(pipeline: Pipeline, variant: str,
 
     configfile = _derived_config(pipeline.workdir, pipeline.config, f"lr-{variant}.yaml", change)
     result = snakemake(pipeline.workdir, configfile, "-n")
-    assert _jobs(result) == {"distill": 1, "quantize": 1, "evaluate": 1, "eval_summary": 1, **embeds}
+    assert _jobs(result) == {"distill": 1, "quantize": 1, "evaluate": 1, "eval_summary": 1, **HEADLINE_JOB, **embeds}
     for rule in ("distill", "quantize", "evaluate"):
         assert _wildcards(result, rule, "variant") == [variant]
     if embeds:
@@ -266,7 +293,7 @@ def test_new_embed_input_runs_only_its_jobs(pipeline: Pipeline) -> None:
     result = snakemake(pipeline.workdir, configfile, "-n")
     models, shards = pipeline.config["embed"]["models"], pipeline.config["embed"]["shards"]
     assert _jobs(result) == {"embed_shard": len(models) * shards, "embed_gather": len(models),
-                             **_search_jobs(len(models))}
+                             **_search_jobs(len(models)), **HEADLINE_JOB}
     assert set(_wildcards(result, "embed_shard", "name")) == {"bmy"}
     assert set(_wildcards(result, "search_index", "name")) == {"bmy"}
     assert _wildcards(result, "embed_gather", "model") == sorted(models)
@@ -283,7 +310,8 @@ def test_embedding_crash_redoes_only_missing_shard(pipeline: Pipeline) -> None:
     lost_gather.unlink()
 
     result = snakemake(pipeline.workdir, pipeline.configfile, "--cores", "2")
-    assert _jobs(result) == {"embed_shard": 1, "embed_gather": 1, **_search_jobs(1)}  # and v0's PKSI search
+    # and v0's PKSI search
+    assert _jobs(result) == {"embed_shard": 1, "embed_gather": 1, **_search_jobs(1), **HEADLINE_JOB}
     assert [(j["rule"], j["wildcards"]) for j in planned_job_details(result) if j["rule"].startswith("embed")] == [
         ("embed_shard", {"model": "v0", "name": name, "shard": "1", "nshards": str(count)}),
         ("embed_gather", {"model": "v0", "name": name}),

@@ -2,16 +2,22 @@
 # rules look things up in config.
 import os
 import re
+import sys
+from pathlib import Path
 
 from protkit.config import ConfigError, is_int8, validate, variant_of
 from protkit.config.checks import finetune_base
+from protkit.config.profile import placeholder_warnings, profile_in_use
+from protkit.embed.sharding import shard_count
 from protkit.io.paths import DataPathError, resolve_data_path
 from protkit.sequences.tokenize import token_count
 
 try:
-    validate(config)  # the schema and every check across keys, before any job is planned
+    validate(config)  # the schema, every check across keys and the local files named, before any job is planned
 except ConfigError as err:
     raise WorkflowError(str(err))
+for line in placeholder_warnings(profile_in_use(sys.argv, os.environ, [Path.cwd(), Path(workflow.basedir)])):
+    logger.warning(f"protkit: warning: {line}")
 
 # Every rule that runs protkit uses this environment (envs/protkit.post-deploy.sh installs esm and protkit
 # itself into it, from the repository that holds this Snakefile).
@@ -25,30 +31,32 @@ SEARCH = config["search"]
 FINETUNE = config["finetune"]
 RES = config["resources"]
 
-SEQUENCES = f"results/data/{DATASET}/sequences.parquet"
-FILTER_REPORT = f"results/data/{DATASET}/filter_report.json"
+OUT = config["outdir"].rstrip("/")  # every result under it (default results/): a demo and a real run apart
+BENCHMARKS = OUT + "/benchmarks"  # the rules' benchmark: files
+SEQUENCES = f"{OUT}/data/{DATASET}/sequences.parquet"
+FILTER_REPORT = f"{OUT}/data/{DATASET}/filter_report.json"
 RAW_TABLE = f"resources/datasets/{DATASET}/raw.parquet"
 RANDOM_TEACHER = "resources/teachers/{teacher}/weights.safetensors"
-CACHE_MANIFEST = "results/teacher/{teacher}/{dataset}/manifest.json"
-CACHE_PART = "results/teacher/{teacher}/{dataset}/part-{part}-of-{nparts}/manifest.json"  # teachers.<t>.jobs > 1
-MODEL_DIR = "results/models/{variant}"
+CACHE_MANIFEST = OUT + "/teacher/{teacher}/{dataset}/manifest.json"
+CACHE_PART = OUT + "/teacher/{teacher}/{dataset}/part-{part}-of-{nparts}/manifest.json"  # teachers.<t>.jobs > 1
+MODEL_DIR = OUT + "/models/{variant}"
 MODEL_WEIGHTS = MODEL_DIR + "/model.safetensors"
 INT8_MARKER = MODEL_DIR + "/int8/quantization.json"
-CHECKPOINT_DIR = "results/checkpoints/{variant}"
-EVAL_DIR = "results/eval/{variant}"
-EVAL_SUMMARY = "results/eval/summary.tsv"
-EMBED_SHARD = "results/embeddings/{model}/{name}/shard-{shard}-of-{nshards}.parquet"
-EMBED_OUT = "results/embeddings/{model}/{name}.parquet"
-SEARCH_DIR = "results/search/{model}/{name}"
+CHECKPOINT_DIR = OUT + "/checkpoints/{variant}"
+EVAL_DIR = OUT + "/eval/{variant}"
+EVAL_SUMMARY = OUT + "/eval/summary.tsv"
+EMBED_SHARD = OUT + "/embeddings/{model}/{name}/shard-{shard}-of-{nshards}.parquet"
+EMBED_OUT = OUT + "/embeddings/{model}/{name}.parquet"
+SEARCH_DIR = OUT + "/search/{model}/{name}"
 SEARCH_INDEX = SEARCH_DIR + "/index"
 SEARCH_HITS = SEARCH_DIR + "/hits-{query}.parquet"
 SEARCH_DEDUP = SEARCH_DIR + "/dedup.parquet"
 SEARCH_CLUSTERS = SEARCH_DIR + "/clusters.parquet"
-SEARCH_SUMMARY = "results/search/summary.tsv"
-FINETUNE_DIR = "results/finetune/{model}/{task}"
+SEARCH_SUMMARY = OUT + "/search/summary.tsv"
+FINETUNE_DIR = OUT + "/finetune/{model}/{task}"
 FINETUNE_METRICS = FINETUNE_DIR + "/metrics.json"
-FINETUNE_SUMMARY = "results/finetune/summary.tsv"
-FINETUNE_CURVES = "results/finetune/learning_curves.png"
+FINETUNE_SUMMARY = OUT + "/finetune/summary.tsv"
+FINETUNE_CURVES = OUT + "/finetune/learning_curves.png"
 
 
 wildcard_constraints:
@@ -167,10 +175,14 @@ def filter_inputs(wildcards):
     return [str(data_path(p)) for p in data["paths"]]
 
 
-def embed_input_fasta(wildcards):
+def embed_file(name):
     """A file of embed.inputs, or of search.queries (embedded the same way)."""
     files = {**SEARCH["queries"], **EMBED["inputs"]}
-    return str(data_path(files[wildcards.name]))
+    return str(data_path(files[name]))
+
+
+def embed_input_fasta(wildcards):
+    return embed_file(wildcards.name)
 
 
 def data_path(spec):
@@ -202,8 +214,13 @@ def embed_model_is_int8(wildcards):
     return is_int8(wildcards.model)
 
 
+def embed_shard_count(name):
+    """Jobs embedding one file: one per embed.residues_per_shard residues, at most embed.shards."""
+    return shard_count(embed_file(name), EMBED["shards"], EMBED["residues_per_shard"])
+
+
 def embed_shards(wildcards):
-    n = EMBED["shards"]
+    n = embed_shard_count(wildcards.name)
     return expand(EMBED_SHARD, model=wildcards.model, name=wildcards.name, shard=range(n), nshards=n)
 
 
@@ -216,16 +233,31 @@ def query_embeddings(wildcards):
     return EMBED_OUT.format(model=wildcards.model, name=wildcards.query)
 
 
+def search_clusters():
+    """Whether the search stage clusters (search.cluster_k or search.cluster_threshold set)."""
+    return SEARCH["cluster_k"] is not None or SEARCH["cluster_threshold"] is not None
+
+
 def search_outputs():
-    """Index, hits, dedup and clusters of every embedded input, per embed.models model."""
+    """Index, hits, dedup, clusters and map (SEARCH_MAP, search.smk) of every embedded input, per
+    embed.models model."""
     pairs = [(m, n) for m in EMBED["models"] for n in EMBED["inputs"]]
     files = [SEARCH_INDEX.format(model=m, name=n) for m, n in pairs]
     files += [SEARCH_HITS.format(model=m, name=n, query=q) for m, n in pairs for q in SEARCH["queries"]]
     if SEARCH["dedup_threshold"] is not None:
         files += [SEARCH_DEDUP.format(model=m, name=n) for m, n in pairs]
-    if SEARCH["cluster_k"] is not None or SEARCH["cluster_threshold"] is not None:
+    if search_clusters():
         files += [SEARCH_CLUSTERS.format(model=m, name=n) for m, n in pairs]
+    files += [SEARCH_MAP.format(model=m, name=n) for m, n in pairs]
     return files
+
+
+def search_map_inputs(wildcards):
+    """A map's embeddings, and their clusters when the search stage clusters."""
+    inputs = {"embeddings": EMBED_OUT.format(model=wildcards.model, name=wildcards.name)}
+    if search_clusters():
+        inputs["clusters"] = SEARCH_CLUSTERS.format(model=wildcards.model, name=wildcards.name)
+    return inputs
 
 
 def search_targets():
@@ -277,6 +309,21 @@ def finetune_targets():
     return [FINETUNE_SUMMARY, FINETUNE_CURVES] if FINETUNE else []
 
 
+def report_targets():
+    """The report's landing page (rule headline, HEADLINE in report.smk)."""
+    return [HEADLINE]
+
+
+def headline_inputs(wildcards):
+    """The summaries the landing page reads: the evaluation's, and search's and fine-tuning's when they run."""
+    inputs = {"evaluation": EVAL_SUMMARY}
+    if search_targets():
+        inputs["search"] = SEARCH_SUMMARY
+    if finetune_targets():
+        inputs["finetune"] = FINETUNE_SUMMARY
+    return inputs
+
+
 def all_targets():
     return [
         SEQUENCES,
@@ -287,6 +334,7 @@ def all_targets():
         *embedding_targets(),
         *search_targets(),
         *finetune_targets(),
+        *report_targets(),
     ]
 
 
@@ -313,6 +361,18 @@ def gpu_mem_mb(wildcards, input, attempt):
 def gpu_runtime(wildcards, input, attempt):
     """Minutes: base plus 1 min per 10 MB of input, doubled on each retry."""
     return int((RES["runtime_base"] + input_mb(input) / 10) * 2 ** (attempt - 1))
+
+
+def shard_mem_mb(wildcards, input, attempt):
+    """Like gpu_mem_mb, for the shard's part of its FASTA file (the model counted whole)."""
+    size = input_mb(input.model) + input_mb([input.fasta]) / int(wildcards.nshards)
+    return int((RES["mem_mb_base"] + 4 * size) * 2 ** (attempt - 1))
+
+
+def shard_runtime(wildcards, input, attempt):
+    """Like gpu_runtime, for the shard's part of its FASTA file."""
+    size = input_mb(input.model) + input_mb([input.fasta]) / int(wildcards.nshards)
+    return int((RES["runtime_base"] + size / 10) * 2 ** (attempt - 1))
 
 
 def cpu_mem_mb(wildcards, input, attempt):

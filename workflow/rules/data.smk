@@ -30,6 +30,6 @@ rule filter_split:
     log:
         f"logs/filter_split/{DATASET}.log",
     benchmark:
-        f"results/benchmarks/filter_split/{DATASET}.tsv"
+        f"{BENCHMARKS}/filter_split/{DATASET}.tsv"
     script:
         "../scripts/filter_split.py"

@@ -14,7 +14,7 @@ rule distill:
     params:
         variant=variant_config,
         checkpoints=CHECKPOINT_DIR,
-        tensorboard="results/{variant}/tensorboard",
+        tensorboard=OUT + "/{variant}/tensorboard",
         device=config["device"],
     threads: RES["cpus_per_gpu_job"]
     resources:
@@ -26,6 +26,6 @@ rule distill:
     log:
         "logs/distill/{variant}.log",
     benchmark:
-        "results/benchmarks/distill/{variant}.tsv"
+        BENCHMARKS + "/distill/{variant}.tsv"
     script:
         "../scripts/distill.py"

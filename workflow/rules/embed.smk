@@ -1,5 +1,6 @@
-# Stage 6: embedding of users' FASTA files, scattered into embed.shards jobs per file and gathered
-# in FASTA order. A re-run after a crash redoes only the missing shards.
+# Stage 6: embedding of users' FASTA files, scattered into one job per embed.residues_per_shard
+# residues (at most embed.shards) and gathered in FASTA order. A re-run after a crash redoes only the
+# missing shards.
 
 
 rule embed_shard:
@@ -17,14 +18,14 @@ rule embed_shard:
     threads: RES["cpus_per_gpu_job"]
     resources:
         **gpu_resources(),
-        mem_mb=gpu_mem_mb,
-        runtime=gpu_runtime,
+        mem_mb=shard_mem_mb,
+        runtime=shard_runtime,
     conda:
         PROTKIT_ENV
     log:
         "logs/embed/{model}/{name}-{shard}-of-{nshards}.log",
     benchmark:
-        "results/benchmarks/embed/{model}/{name}-{shard}-of-{nshards}.tsv"
+        BENCHMARKS + "/embed/{model}/{name}-{shard}-of-{nshards}.tsv"
     script:
         "../scripts/embed_shard.py"
 

@@ -25,31 +25,31 @@ rule evaluate:
         histogram=report(
             EVAL_DIR + "/cosine_histogram.png",
             caption="../report/cosine_histogram.rst",
-            category="Per variant",
+            category="2. Per variant",
             subcategory="{variant}",
         ),
         by_length=report(
             EVAL_DIR + "/cosine_vs_length.png",
             caption="../report/cosine_vs_length.rst",
-            category="Per variant",
+            category="2. Per variant",
             subcategory="{variant}",
         ),
         throughput=report(
             EVAL_DIR + "/throughput.png",
             caption="../report/throughput.rst",
-            category="Per variant",
+            category="2. Per variant",
             subcategory="{variant}",
         ),
         recall=report(
             EVAL_DIR + "/recall_vs_bits.png",
             caption="../report/recall_vs_bits.rst",
-            category="Per variant",
+            category="2. Per variant",
             subcategory="{variant}",
         ),
         probes=report(
             EVAL_DIR + "/probes.tsv",
             caption="../report/probes.rst",
-            category="Per variant",
+            category="2. Per variant",
             subcategory="{variant}",
         ),
     params:
@@ -69,7 +69,7 @@ rule evaluate:
     log:
         "logs/evaluate/{variant}.log",
     benchmark:
-        "results/benchmarks/evaluate/{variant}.tsv"
+        BENCHMARKS + "/evaluate/{variant}.tsv"
     script:
         "../scripts/evaluate.py"
 
@@ -78,8 +78,8 @@ rule eval_summary:
     input:
         expand(EVAL_DIR + "/metrics.json", variant=VARIANTS),
     output:
-        table=report(EVAL_SUMMARY, caption="../report/summary_table.rst", category="Summary"),
-        plot=report("results/eval/summary.png", caption="../report/summary_plot.rst", category="Summary"),
+        table=report(EVAL_SUMMARY, caption="../report/summary_table.rst", category="1. Summary"),
+        plot=report(OUT + "/eval/summary.png", caption="../report/summary_plot.rst", category="1. Summary"),
     conda:
         PROTKIT_ENV
     log:

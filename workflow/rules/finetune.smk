@@ -24,7 +24,7 @@ rule finetune:
     log:
         "logs/finetune/{model}/{task}.log",
     benchmark:
-        "results/benchmarks/finetune/{model}/{task}.tsv"
+        BENCHMARKS + "/finetune/{model}/{task}.tsv"
     script:
         "../scripts/finetune.py"
 

@@ -1,6 +1,8 @@
 # Stage 7: search, near-duplicates and clusters on the embeddings of every embed.inputs file, per
 # embed.models model. search.queries files are embedded by the stage-6 rules like inputs. Each rule
-# calls the protkit function its command (protkit index, search, dedup, cluster) calls.
+# calls the protkit function its command (protkit index, search, dedup, cluster) calls. search_map draws
+# a 2-D map (PCA) of each input's proteins, coloured by cluster, for the report.
+SEARCH_MAP = SEARCH_DIR + "/map.png"
 
 
 rule search_index:
@@ -20,7 +22,7 @@ rule search_index:
     log:
         "logs/search/{model}/{name}-index.log",
     benchmark:
-        "results/benchmarks/search/{model}/{name}-index.tsv"
+        BENCHMARKS + "/search/{model}/{name}-index.tsv"
     script:
         "../scripts/search_index.py"
 
@@ -43,7 +45,7 @@ rule search_queries:
     log:
         "logs/search/{model}/{name}-hits-{query}.log",
     benchmark:
-        "results/benchmarks/search/{model}/{name}-hits-{query}.tsv"
+        BENCHMARKS + "/search/{model}/{name}-hits-{query}.tsv"
     script:
         "../scripts/search_queries.py"
 
@@ -65,7 +67,7 @@ rule dedup:
     log:
         "logs/search/{model}/{name}-dedup.log",
     benchmark:
-        "results/benchmarks/search/{model}/{name}-dedup.tsv"
+        BENCHMARKS + "/search/{model}/{name}-dedup.tsv"
     script:
         "../scripts/dedup.py"
 
@@ -88,16 +90,40 @@ rule cluster:
     log:
         "logs/search/{model}/{name}-cluster.log",
     benchmark:
-        "results/benchmarks/search/{model}/{name}-cluster.tsv"
+        BENCHMARKS + "/search/{model}/{name}-cluster.tsv"
     script:
         "../scripts/cluster.py"
+
+
+rule search_map:
+    input:
+        unpack(search_map_inputs),
+    output:
+        report(
+            SEARCH_MAP,
+            caption="../report/search_map.rst",
+            category="3. Search",
+            subcategory="{model}",
+            labels={"model": "{model}", "input": "{name}"},
+        ),
+    params:
+        pooling=SEARCH["pooling"],
+    resources:
+        mem_mb=cpu_mem_mb,
+        runtime=cpu_runtime,
+    conda:
+        PROTKIT_ENV
+    log:
+        "logs/search/{model}/{name}-map.log",
+    script:
+        "../scripts/search_map.py"
 
 
 rule search_summary:
     input:
         search_outputs(),
     output:
-        report(SEARCH_SUMMARY, caption="../report/search_summary.rst", category="Search"),
+        report(SEARCH_SUMMARY, caption="../report/search_summary.rst", category="3. Search"),
     conda:
         PROTKIT_ENV
     log:

@@ -39,7 +39,7 @@ rule teacher_cache:
     log:
         "logs/teacher_cache/{teacher}-{dataset}.log",
     benchmark:
-        "results/benchmarks/teacher_cache/{teacher}-{dataset}.tsv"
+        BENCHMARKS + "/teacher_cache/{teacher}-{dataset}.tsv"
     script:
         "../scripts/teacher_cache.py"
 
@@ -54,7 +54,7 @@ use rule teacher_cache as teacher_cache_part with:
     log:
         "logs/teacher_cache/{teacher}-{dataset}-{part}-of-{nparts}.log",
     benchmark:
-        "results/benchmarks/teacher_cache/{teacher}-{dataset}-{part}-of-{nparts}.tsv"
+        BENCHMARKS + "/teacher_cache/{teacher}-{dataset}-{part}-of-{nparts}.tsv"
 
 
 rule teacher_cache_gather:
@@ -73,6 +73,6 @@ rule teacher_cache_gather:
     log:
         "logs/teacher_cache/{teacher}-{dataset}-gather.log",
     benchmark:
-        "results/benchmarks/teacher_cache/{teacher}-{dataset}-gather.tsv"
+        BENCHMARKS + "/teacher_cache/{teacher}-{dataset}-gather.tsv"
     script:
         "../scripts/teacher_cache_gather.py"

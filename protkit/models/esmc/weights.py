@@ -12,6 +12,7 @@ import torch
 
 from protkit.io.atomic import atomic_path
 from protkit.models.esmc.model import ESMC, ESMC_PRESETS, ESMCConfig
+from protkit.models.hub import HubUnreachable, hub_fetch
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,11 @@ def resolve_weights(source: str | Path) -> Path:
 
         hub = HUB_WEIGHTS[name]
         try:
-            return Path(hf_hub_download(repo_id=hub.repo_id, filename=hub.filename))
-        except LocalEntryNotFoundError as error:  # offline (HF_HUB_OFFLINE=1 or no network), not cached
+            return hub_fetch(hf_hub_download, repo_id=hub.repo_id, filename=hub.filename)
+        except (HubUnreachable, LocalEntryNotFoundError) as error:  # offline or no network, not cached
             raise FileNotFoundError(
                 f"ESMC weights {name!r} ({hub.repo_id}, {hub.filename}) are not in the Hugging Face cache "
-                f"and the Hub cannot be reached. On a machine with internet access run "
+                f"and the Hub cannot be reached ({error}). On a machine with internet access run "
                 f"`hf download {hub.repo_id} {hub.filename}` with the same HF_HOME/HF_HUB_CACHE, "
                 f"or pass a local .pth/.safetensors file instead of {name!r}."
             ) from error

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-import protkit
 from protkit.io.atomic import atomic_path, write_json
 from protkit.io.digests import file_sha256
 from protkit.models.names import CONFIG_FILE, INT8_WEIGHTS_FILE, QUANT_FILE
 from protkit.models.prothash.config import ProtHashConfig
 from protkit.models.prothash.model import ProtHash
+from protkit.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def save_quantized(model: ProtHash, out_dir: str | Path, source_weights: str | P
         "weights_sha256": file_sha256(weights),
         "torch_version": torch.__version__,
         "torchao_version": _torchao_version(),
-        "protkit_version": protkit.__version__,
+        "protkit_version": VERSION,
     }
     if source_weights is not None:
         source_weights = Path(source_weights)

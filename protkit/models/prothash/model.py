@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from protkit.models.hub import hub_fetch
 from protkit.models.layers import Rotary, attention_with_weights, key_padding_mask, padding_mask
 from protkit.models.memory import INFERENCE_BYTES_PER_PARAMETER, check_fits
 from protkit.models.names import CONFIG_FILE, WEIGHTS_FILE
@@ -180,7 +181,8 @@ class ProtHash(ProtHashEncoder):
         if not directory.is_dir():
             from huggingface_hub import snapshot_download
 
-            directory = Path(snapshot_download(str(name_or_path), allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]))
+            directory = hub_fetch(snapshot_download, repo_id=str(name_or_path),
+                                  allow_patterns=[CONFIG_FILE, WEIGHTS_FILE])
         return load_pretrained_dir(directory, device)
 
 
