@@ -12,6 +12,8 @@ from protkit.models.names import WEIGHTS_FILE
 from protkit.models.prothash.checkpoint import ModelFormatError
 from protkit.models.prothash.convert import export_prothash
 from protkit.models.prothash.model import load_pretrained_dir
+from protkit.models.prothash_v1.checkpoint import detect_v1_format, export_prothash_v1
+from protkit.models.prothash_v1.model import load_staged_dir
 from protkit.models.resolve import ModelKind, classify_model
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,8 @@ def export_model(model: str | Path, fmt: str, output: str | Path, int8: bool = F
     """Export the fp32 student ``model`` (directory or Hub id) as ``fmt`` to ``output``.
 
     ``prothash``: a directory for ``prothash.model.ProtHash.from_pretrained`` (see
-    :func:`~protkit.models.prothash.convert.export_prothash`). ``onnx``: one ``.onnx`` file (see
+    :func:`~protkit.models.prothash.convert.export_prothash`), or for a ProtHash 1.0 student the 1.0
+    package's ``ESMCProtHash`` (:func:`~protkit.models.prothash_v1.checkpoint.export_prothash_v1`). ``onnx``: one ``.onnx`` file (see
     :mod:`protkit.onnx.export`); ``int8`` adds the int8 weight quantization shipped for ONNX.
     ``hf``: a Hugging Face directory (:mod:`protkit.hf.export`), of a student or of the ESMC teacher.
     """
@@ -48,8 +51,13 @@ def export_model(model: str | Path, fmt: str, output: str | Path, int8: bool = F
     claim = claim_outputs(directories=[output], inputs=[found.path]) if fmt == "prothash" else \
         claim_outputs([output], inputs=[found.path])
     with claim:
+        staged = detect_v1_format(found.path) is not None  # a ProtHash 1.0 (four-stage) student
+        if staged and fmt != "prothash":
+            raise ModelFormatError(f"{found.path}: a ProtHash 1.0 (four-stage) student exports to --format prothash "
+                                   f"only (the prothash 1.0 package's format), not {fmt} yet")
         if fmt == "prothash":
-            out = export_prothash(found.path, output)
+            out = export_prothash_v1(load_staged_dir(found.path), output) if staged else \
+                export_prothash(found.path, output)
         else:
             from protkit.onnx.export import export_onnx
 

@@ -5,7 +5,9 @@ pipeline's numbers in five small tables, read from the stage summaries.
 - speed: residues/s of the teacher and of each student, each with the backend it ran on;
 - probes: the students' normalised MCC per probe;
 - search: proteins, near-duplicate groups and clusters per model and input, and the query hits;
-- fine-tuning: each task's test score beside the frozen probe and the composition baseline.
+- fine-tuning: each task's test score beside the frozen probe and the composition baseline;
+- ProtHash 1.0 students: per stage, residue cosine and linear CKA to the teacher block, MLM agreement,
+  speed against the teacher (``stages.json`` of :mod:`protkit.evaluate.stage_run`).
 
 The file is an HTML fragment (its own scoped style, no ``<html>``): the report shows it as a result
 and ``workflow/report/workflow.rst`` puts it on the landing page. Tables stay narrow (the landing
@@ -15,6 +17,7 @@ page's text column is about 500 pixels wide).
 from __future__ import annotations
 
 import html
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -158,11 +161,34 @@ def finetune_section(finetune: pd.DataFrame) -> str:
     return section("Fine-tuning", note, html_table(header, rows))
 
 
-def headline_html(summary: pd.DataFrame, search: pd.DataFrame | None = None,
-                  finetune: pd.DataFrame | None = None) -> str:
-    """The landing page's fragment from the evaluation summary and, when given, the search and
-    fine-tuning summaries."""
-    parts = [cosine_section(summary), speed_section(summary), probe_section(summary)]
+def stages_section(stages: dict[str, dict]) -> str:
+    """Per ProtHash 1.0 variant (name -> its ``stages.json``) and stage: teacher block, residue cosine,
+    linear CKA; then MLM top-1 / macro-F1, the last stage's pooled cosine and the speed-up."""
+    rows = []
+    for variant, metrics in stages.items():
+        mlm, speed = metrics.get("mlm") or {}, (metrics.get("throughput") or {}).get("speedup")
+        for i, stage in enumerate(metrics["stages"]):
+            last = i == len(metrics["stages"]) - 1
+            rows.append([variant if i == 0 else "", str(stage["stage"]), str(metrics["teacher_layers"][i]),
+                         fmt(stage["cosine_mean"]), fmt(stage["cka"]),
+                         f"{fmt(mlm.get('top1'), 3)} / {fmt(mlm.get('macro_f1'), 3)}" if last and mlm else "",
+                         fmt(metrics.get("pooled_cosine_last")) if last else "",
+                         fmt(speed, ratio=True) if last and speed is not None else ""])
+    note = ("ProtHash 1.0 students (four stages, each matched per residue to one teacher block): mean residue "
+            "cosine through the stage's adapter and linear CKA of its native vectors, on the held-out proteins; "
+            "the MLM head's top-1 / macro-F1 against the teacher's argmax; mean-pooled cosine of the last stage; "
+            "residues/s against the teacher's.")
+    header = ["variant", "stage", "teacher block", "cosine", "CKA", "MLM top-1 / F1", "pooled", "vs teacher"]
+    return section("ProtHash 1.0 stages", note, html_table(header, rows))
+
+
+def headline_html(summary: pd.DataFrame | None, search: pd.DataFrame | None = None,
+                  finetune: pd.DataFrame | None = None, stages: dict[str, dict] | None = None) -> str:
+    """The landing page's fragment from the evaluation summary (None: no ProtHash 0.2 variant) and, when
+    given, the search and fine-tuning summaries and the v1 variants' stage tables."""
+    parts = [cosine_section(summary), speed_section(summary), probe_section(summary)] if summary is not None else []
+    if stages:
+        parts.append(stages_section(stages))
     if search is not None and len(search):
         parts.append(search_section(search))
     if finetune is not None and len(finetune):
@@ -178,13 +204,15 @@ def read_tsv(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def write_headline(eval_summary: str | Path, output: str | Path, search_summary: str | Path | None = None,
-                   finetune_summary: str | Path | None = None) -> str:
+def write_headline(eval_summary: str | Path | None, output: str | Path, search_summary: str | Path | None = None,
+                   finetune_summary: str | Path | None = None, stage_metrics: Sequence[str | Path] = ()) -> str:
     """``output`` (headline.html) from ``results/eval/summary.tsv`` and, when given, the search and
-    fine-tuning ``summary.tsv``; returns the HTML."""
-    inputs = [p for p in (eval_summary, search_summary, finetune_summary) if p]
+    fine-tuning ``summary.tsv`` and the v1 variants' ``eval/<variant>/stages.json``; returns the HTML."""
+    inputs = [p for p in (eval_summary, search_summary, finetune_summary, *stage_metrics) if p]
     with claim_outputs([output], inputs=inputs):
-        text = headline_html(read_tsv(eval_summary), read_tsv(search_summary) if search_summary else None,
-                             read_tsv(finetune_summary) if finetune_summary else None)
+        stages = {Path(p).parent.name: json.loads(Path(p).read_text(encoding="utf-8")) for p in stage_metrics}
+        text = headline_html(read_tsv(eval_summary) if eval_summary else None,
+                             read_tsv(search_summary) if search_summary else None,
+                             read_tsv(finetune_summary) if finetune_summary else None, stages)
         write_text(output, text)
     return text

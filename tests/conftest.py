@@ -29,6 +29,18 @@ def protkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield cache
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny models (``pytestmark = pytest.mark.usefixtures(...)``):
+    on a shared, loaded 2-core machine it is many times faster than several."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository root (holds requirements/, envs/, protkit/)."""

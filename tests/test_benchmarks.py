@@ -255,3 +255,25 @@ def test_b11_metrics_on_known_arrays() -> None:
     assert b11.CeilingGoal("g", 3e-2, 4e-2).row()[-1] == "MISS"
     assert b11.CeilingGoal("g", 3e-2, float("nan")).row()[-1] == "MISS"
     assert b11.limit_goal("m", "bf16", b11.Errors(1e-6, 1e-2, 0.99, 0.999)).row()[-1] == "MISS"  # p1 below 0.995
+
+
+# --- B2: the ProtHash 1.0 student row ------------------------------------------------------------
+def test_b2_v1_student_embeds_stage4_through_its_adapter() -> None:
+    from benchmarks import b2_student as b2
+    from protkit.sequences.tokenize import encode_one, pad_batch
+
+    model = b2.v1_model(quick=True, device=torch.device("cpu"))
+    again = b2.v1_model(quick=True, device=torch.device("cpu")).state_dict()
+    assert all(torch.equal(again[k], v) for k, v in model.state_dict().items())  # seeded
+    batch = pad_batch([encode_one("MKTAYIAKQR", 64), encode_one("MKV", 64)])
+    with torch.inference_mode():
+        hidden = b2.v1_forward(model)(batch.input_ids, batch.attention_mask)  # (B, L, teacher_dim)
+        expected = model.embed_teacher(batch.input_ids, batch.attention_mask, "mean", stage=4)  # (B, teacher_dim)
+    assert hidden.shape[-1] == model.config.teacher_dim
+    real = batch.attention_mask.clone()
+    real[:, 0] = 0  # CLS
+    real[torch.arange(2), batch.attention_mask.sum(1) - 1] = 0  # EOS
+    mean = (hidden * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+    torch.testing.assert_close(mean, expected)
+    idle = sum(p.numel() for a in list(model.adapters)[:3] for p in a.parameters())
+    assert b2.v1_used_params(model) == common.nonembedding_params(model) - idle > 0

@@ -66,6 +66,9 @@ def add_embed(commands: argparse._SubParsersAction) -> None:
     embed.add_argument("--alphabet", choices=ALPHABET_POLICIES, default="reject",
                        help="records with letters that are not amino acids: reject (skip, listed in the "
                        "metadata; default) or error")
+    embed.add_argument("--stage", type=int, choices=range(1, 5), default=None, metavar="N",
+                       help="ProtHash 1.0 students: the encoder stage whose vectors to write, 1 (earliest) to 4 "
+                       "(the last, default); refused for other models")
     embed.add_argument("--chunk-residues", type=positive_int, default=None,
                        help="residues per resumable part (default 262144; 65536 with --per-residue)")
     embed.add_argument("--no-resume", action="store_true", help="discard an unfinished run of this output")
@@ -90,7 +93,7 @@ def run_embed(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"input FASTA {args.input}: no such file")
     embedder = load_embedder(args.model, int8=args.int8, precision=args.precision, backend=args.backend,
                              device=args.device, per_residue=args.per_residue is not None,
-                             poolings=args.pooling)
+                             poolings=args.pooling, stage=args.stage)
     embed_fasta(
         embedder,
         args.input,

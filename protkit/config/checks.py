@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protkit.distill.config import CacheFacts, variant_settings
+from protkit.distill.config import CacheFacts, is_staged_variant, variant_settings
 from protkit.evaluate.probes import ProbeError, probe_specs
 from protkit.finetune.errors import FinetuneError
 from protkit.finetune.labels import compile_label_regex, table_separator
@@ -15,6 +15,7 @@ from protkit.models.memory import INFERENCE_BYTES_PER_PARAMETER, check_fits
 from protkit.models.names import TEACHER_WIDTHS
 from protkit.sequences.tokenize import token_count
 from protkit.teacher.loading import random_teacher_config
+from protkit.teacher.stage_targets import planned_stage_layers
 
 INT8_SUFFIX = "-int8"  # embed.models: a variant's name with this suffix means its int8 model
 
@@ -57,6 +58,9 @@ def _reference_problems(config: dict) -> list[str]:
     for i, model in enumerate(config.get("embed", {}).get("models", [])):
         if variant_of(model) not in config["variants"]:
             problems.append(f"embed.models[{i}]: {model!r} names no variant ({', '.join(config['variants'])})")
+        elif is_int8(model) and is_staged_variant(config["variants"][variant_of(model)]):
+            problems.append(f"embed.models[{i}]: {model!r}: a ProtHash 1.0 (family v1) student has no int8 model; "
+                            f"embed with {variant_of(model)!r}")
     return problems
 
 
@@ -104,9 +108,11 @@ def _variant_problems(config: dict) -> list[str]:
     problems = []
     for name, variant in config["variants"].items():
         teacher = config["teachers"][variant["teacher"]]
+        random_layers = teacher.get("random", {}).get("n_layers") if teacher["weights"] == "random" else None
+        layers = planned_stage_layers(teacher.get("stage_layers"), teacher["weights"], random_layers)
         cache = CacheFacts(teacher_dim=teacher_width(teacher), teacher=variant["teacher"],
                            max_length=token_count(config["data"]["max_length"]), poolings=teacher["poolings"],
-                           tokens=teacher["tokens"])
+                           tokens=teacher["tokens"], stage_layers=layers, logits=layers != ())
         try:
             variant_settings(variant, cache, f"variants.{name}")
         except ValueError as err:
@@ -151,6 +157,9 @@ def _finetune_problems(config: dict) -> list[str]:
         elif is_int8(model) and variant_of(model) in config["variants"]:
             problems.append(f"{key}.model: {model!r} is an int8 model, whose 8-bit weights cannot be trained; "
                             f"fine-tune its fp32 variant {variant_of(model)!r} (and quantize the result if you need)")
+        elif model in config["variants"] and is_staged_variant(config["variants"][model]):
+            problems.append(f"{key}.model: {model!r} is a ProtHash 1.0 (family v1) student, which protkit does not "
+                            "fine-tune yet; fine-tune a ProtHash 0.2 variant or the teacher")
         elif finetune_base(config, model) is None:
             problems.append(f"{key}.model: {model!r} names no variant ({', '.join(config['variants'])}) and no "
                             f"teacher ({', '.join(config['teachers'])})")

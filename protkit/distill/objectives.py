@@ -113,7 +113,7 @@ def encode_split(
     lengths = data.lengths
     if lengths is None:
         lengths = np.array([len(encode_one(seq, max_length)) for seq in data.sequences], dtype=np.int64)
-    for pooling in cfg.poolings:
+    for pooling in cfg.poolings if cfg.objective != "stages" else ():  # stages: protkit.distill.staged
         if pooling not in data.targets:
             raise ValueError(
                 f"{split} targets lack pooling {pooling!r} (have: {', '.join(data.targets) or 'none'}); "

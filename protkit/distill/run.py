@@ -18,14 +18,22 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
-from protkit.distill.config import CacheFacts, TrainConfig, variant_settings
+import torch
+
+from protkit.distill.config import CacheFacts, TrainConfig, VariantSettings, variant_settings
 from protkit.distill.loop import train
 from protkit.distill.objectives import DistillData
+from protkit.distill.rowfiles import data_sha256
+from protkit.distill.staged import CachedStages, StageTargetSource, TeacherStages, train_staged
 from protkit.distill.store import TargetStore, target_store
+from protkit.io.digests import json_sha256
 from protkit.io.outputs import claim_outputs
-from protkit.teacher.layout import read_manifest
-from protkit.teacher.read import load_token_targets
+from protkit.teacher.layout import StageOptions, read_manifest
+from protkit.teacher.loading import teacher_from_config
+from protkit.teacher.read import StageTokenTargets, load_token_targets
+from protkit.teacher.stage_targets import stage_layers_for
 
 
 def distill_from_cache(
@@ -39,6 +47,8 @@ def distill_from_cache(
     variant_name: str = "<name>",
     clear_checkpoints: bool = True,
     targets_dir: str | Path | None = None,
+    teacher: dict | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict:
     """Train a variant (``preset``, ``architecture``, ``training``, ``qat`` keys) on a teacher
     cache and the dataset's ``sequences.parquet``; returns the training summary.
@@ -47,21 +57,69 @@ def distill_from_cache(
     ``targets_dir`` (default: ``targets/`` in the checkpoint directory), built on the first run and
     reused while the cache and sequences are unchanged. Checkpoints exist to resume an interrupted
     run; with ``clear_checkpoints`` they (and the default store) are removed once the final model
-    is written, so a deliberate re-run (``--forcerun distill``) trains afresh."""
+    is written, so a deliberate re-run (``--forcerun distill``) trains afresh.
+
+    A ProtHash 1.0 variant (``architecture.family: v1``) trains with the stages objective
+    (:mod:`protkit.distill.staged`); with ``training.stage_targets: teacher`` the teacher runs beside
+    it, loaded from ``teacher`` (the teacher's config section, its ``weights`` as a loadable spec).
+    ``on_step(step)`` runs after every optimizer step (tests stop a run there)."""
     key = f"variants.{variant_name}"
     manifest = read_manifest(cache_dir)
+    stages = StageOptions.of(manifest)
     cache = CacheFacts(int(manifest["d_model"]), manifest.get("teacher"), manifest["max_length"],
-                       manifest["poolings"], bool(manifest.get("tokens")))
+                       manifest["poolings"], bool(manifest.get("tokens")), stages.layers if stages.tokens else (),
+                       stages.logits)
     settings = variant_settings(variant_config, cache, key)
     with claim_outputs(directories=[out_dir, checkpoint_dir], inputs=[sequences_parquet, cache_dir]):
         store = target_store(sequences_parquet, cache_dir, settings.training.poolings,
                              targets_dir or Path(checkpoint_dir) / "targets")
-        splits = {split: _split_data(store, split, cache_dir, settings.training) for split in store.splits}
-        summary = train(settings.model, settings.training, settings.qat, splits["train"], splits["test"], out_dir,
-                        checkpoint_dir, tensorboard_dir, device, config_key=key)
+        if settings.staged:
+            source, origin = stage_source(settings, cache_dir, manifest, teacher, key)
+            splits = {split: _staged_split_data(store, split, origin) for split in store.splits}
+            summary = train_staged(settings.model, settings.training, splits["train"], splits["test"], source,
+                                   out_dir, checkpoint_dir, tensorboard_dir, device, on_step=on_step,
+                                   config_key=key)
+        else:
+            splits = {split: _split_data(store, split, cache_dir, settings.training) for split in store.splits}
+            summary = train(settings.model, settings.training, settings.qat, splits["train"], splits["test"],
+                            out_dir, checkpoint_dir, tensorboard_dir, device, on_step=on_step, config_key=key)
     if clear_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
+
+
+def stage_source(settings: VariantSettings, cache_dir: str | Path, manifest: dict, teacher: dict | None,
+                 key: str) -> tuple[StageTargetSource | Callable[[torch.device], StageTargetSource], list]:
+    """Where a v1 variant's stage targets come from (:mod:`protkit.distill.staged`), and what
+    identifies them (hashed into its checkpoints): the cache's fingerprint and layers, or the
+    teacher's weights and layers."""
+    training = settings.training
+    if training.stage_targets == "cache":
+        layers = training.teacher_layers or StageOptions.of(manifest).layers
+        logits = settings.model.mlm_head and training.logits_weight > 0
+        reader = StageTokenTargets(cache_dir, layers, logits)
+        return CachedStages(reader), ["cache", manifest.get("fingerprint"), list(layers), logits]
+    if teacher is None:
+        raise ValueError(f"{key}.training.stage_targets is 'teacher' but no teacher was given to run beside the "
+                         "student")
+    model, weights_sha256 = teacher_from_config(teacher["weights"], random=teacher.get("random"), device="cpu",
+                                                dtype=teacher.get("precision", "fp32"))
+    try:
+        layers = stage_layers_for(teacher["weights"], model.config.n_layers, training.teacher_layers)
+    except ValueError as err:
+        raise ValueError(f"{key}.training.teacher_layers: {err}") from None
+
+    def on_device(device: torch.device) -> StageTargetSource:
+        return TeacherStages(model.to(device), layers)
+
+    return on_device, ["teacher", weights_sha256, list(layers)]
+
+
+def _staged_split_data(store: TargetStore, split: str, origin: list) -> DistillData:
+    """One split's sequences for the stages objective; its fingerprint covers where the targets come from."""
+    rows = store.splits[split]
+    sha = json_sha256([data_sha256(rows.sequences, {}), origin]) if split == "train" else None
+    return DistillData(rows.sequences, {}, None, rows.ids, rows.lengths, sha)
 
 
 def _split_data(store: TargetStore, split: str, cache_dir: str | Path, training: TrainConfig) -> DistillData:

@@ -15,10 +15,12 @@ from typing import Sequence
 
 import torch
 
-from protkit.embed.embedder import Embedder, EmbedError, student_runner, teacher_runner
-from protkit.io.digests import file_sha256
+from protkit.embed.embedder import Embedder, EmbedError, TorchRunner, student_runner, teacher_runner
+from protkit.io.digests import file_sha256, json_sha256
 from protkit.models.device import DTYPES, PRECISIONS, resolve_device
 from protkit.models.esmc.model import CONTEXT_LENGTH as ESMC_CONTEXT
+from protkit.models.prothash_v1.checkpoint import detect_v1_format
+from protkit.models.prothash_v1.config import N_STAGES
 from protkit.models.resolve import FoundModel, ModelKind, classify_model, load_student, load_teacher_weights
 from protkit.sequences.pooling import POOLINGS, pooling_parts
 
@@ -38,6 +40,7 @@ def load_embedder(
     device: str | torch.device = "auto",
     per_residue: bool = False,
     poolings: Sequence[str] | None = None,
+    stage: int | None = None,
 ) -> Embedder:
     """An :class:`Embedder` for ``model``:
 
@@ -54,6 +57,8 @@ def load_embedder(
     that will be asked for (a concatenated name such as ``mean+std`` counts as its parts); onnxruntime
     exports a graph with just those (onnxruntime runs every node of a graph, and ``max`` costs ~7%),
     default all; ONNX graphs give ``cls``, ``mean`` and ``max`` only, so the others need torch.
+    ``stage``: for a ProtHash 1.0 student, the encoder stage whose vectors (through its adapter) to give,
+    1 to 4 (None: 4); refused for other models. ProtHash 1.0 students run in torch, without int8.
     """
     if precision not in PRECISIONS:
         raise EmbedError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -63,6 +68,13 @@ def load_embedder(
     if poolings is not None:
         poolings = [part for name in poolings for part in pooling_parts(name)]
     found = classify_model(model)
+    staged = found.kind == ModelKind.STUDENT and detect_v1_format(found.path) is not None
+    if stage is not None and not staged:
+        raise EmbedError(f"model {model}: --stage picks one of the four stages of a ProtHash 1.0 student; this "
+                         f"{found.kind.value} model has one output: drop --stage")
+    if staged:
+        return _staged_student(str(model), found, N_STAGES if stage is None else stage, int8, precision, backend,
+                               device)
     if found.kind == ModelKind.TEACHER:
         if int8:
             raise EmbedError(f"model {model}: --int8 is for ProtHash students; the ESMC teacher runs in fp32/bf16/fp16")
@@ -137,4 +149,29 @@ def _torch_student(source: str, found: FoundModel, int8: bool, precision: str, d
         context_length=config.context_length, config=config.to_dict(), runner=student_runner(net, dtype),
         device=device, precision=precision, quantization=student.quantization, model=net,
         extra={"model_format": student.format},
+    )
+
+
+def _staged_student(source: str, found: FoundModel, stage: int, int8: bool, precision: str, backend: str,
+                    device: torch.device) -> Embedder:
+    """A ProtHash 1.0 student in torch giving ``stage``'s vectors in the teacher's width. Stages 1-3
+    get a fingerprint of their own (the weights' sha256 and the stage), so their vectors are never
+    mistaken for stage 4's (the default, fingerprinted by the weights alone) in a resume or a search."""
+    if not 1 <= stage <= N_STAGES:
+        raise EmbedError(f"model {source}: --stage must be 1 to {N_STAGES}, got {stage}")
+    if int8 or backend == "onnxruntime":
+        raise EmbedError(f"model {source}: a ProtHash 1.0 student runs in torch (fp32, bf16 or fp16); int8 and the "
+                         "onnxruntime backend are not available for it: drop --int8 and use --backend torch or auto")
+    student = load_student(found)
+    dtype = DTYPES[precision]
+    net = student.model.to(device=device, dtype=dtype).eval()
+    fingerprint = (student.fingerprint if stage == N_STAGES
+                   else json_sha256({"weights_sha256": student.fingerprint, "stage": stage}))
+    # the adapter (RMSNorm + Linear) is not linear, so every pooling reads its per-token output
+    runner = TorchRunner(lambda ids, mask: net.stage_output(ids, mask, stage), None, dtype)
+    return Embedder(
+        source=source, kind="student", fingerprint=fingerprint, dim=net.config.teacher_dim,
+        context_length=net.config.context_length, config=net.config.to_dict(), runner=runner, device=device,
+        precision=precision, model=net,
+        extra={"model_format": student.format, "stage": stage, "weights_sha256": student.fingerprint},
     )

@@ -13,14 +13,15 @@ from pathlib import Path
 
 # Logger -> the exact messages dropped: torchao's optional kernels that a CPU build or another GPU lacks
 # (mxfp8, CUTLASS for sm90a, Triton), and torch's deprecation of register_constant() on an Enum, which
-# torchao calls for its KernelPreference. Anything else these loggers say still shows.
+# torchao calls for its KernelPreference and (when QAT prepares a model) ScaleCalculationMode. Anything else
+# these loggers say still shows.
 IMPORT_NOISE: dict[str, tuple[re.Pattern[str], ...]] = {
     "torchao": (re.compile(r"^Failed to load \S*torchao/_C_(mxfp8|cutlass_90a)[^/\s]*\.so: "),),
     "torchao.kernel.intmm": (
         re.compile(r"^Warning: Detected no triton, on systems without Triton certain kernels will not work$"),
     ),
     "torch.utils._pytree": (
-        re.compile(r"^<enum 'KernelPreference'> is an Enum subclass and is now natively supported by torch\.compile "
+        re.compile(r"^<enum '(KernelPreference|ScaleCalculationMode)'> is an Enum subclass and is now natively supported by torch\.compile "
                    r"as an opaque value type\. Calling register_constant\(\) on Enum subclasses is deprecated"),
     ),
 }

@@ -43,6 +43,17 @@ class LogLines(io.TextIOBase):
         pass
 
 
+class LoggedBar(tqdm):
+    """tqdm off a terminal: a postfix waits for the next timed line (tqdm would otherwise refresh, so log
+    a line, on every ``set_postfix`` call: once a step in a training loop)."""
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        super().set_postfix_str(s, refresh=False)
+
+
 def interval_seconds() -> float:
     """Seconds between progress lines in a log (``PROTKIT_PROGRESS_SECONDS``, default 30)."""
     try:
@@ -63,5 +74,5 @@ def progress_bar(iterable: Iterable | None = None, *, total: float | None = None
     if on_terminal():
         return tqdm(iterable, **common)
     bar_format = LOG_FORMAT if total else LOG_FORMAT_NO_TOTAL
-    return tqdm(iterable, **common, file=LogLines(log), mininterval=interval_seconds(), miniters=1,
-                bar_format=bar_format, ascii=True, dynamic_ncols=False)
+    return LoggedBar(iterable, **common, file=LogLines(log), mininterval=interval_seconds(), miniters=1,
+                     bar_format=bar_format, ascii=True, dynamic_ncols=False)

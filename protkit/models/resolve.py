@@ -1,8 +1,8 @@
 """What a ``--model`` argument names, and loading it with errors that name the file.
 
 Kinds: an ESMC teacher (preset name, weights file or Hub-like directory), a ProtHash student
-directory (protkit's or the ``prothash`` package's format), an int8 student artifact, or an ONNX
-file. Every failure a user can fix (missing, corrupt or foreign files) raises
+directory (protkit's or the ``prothash`` package's format, 0.x or 1.0), an int8 student artifact, or
+an ONNX file. Every failure a user can fix (missing, corrupt or foreign files) raises
 :class:`~protkit.models.prothash.checkpoint.ModelFormatError` or ``FileNotFoundError`` with a message
 that names the file and says what to do; library exceptions are caught here, where the file is known.
 """
@@ -23,6 +23,8 @@ from protkit.models.hub import hub_fetch
 from protkit.models.names import CONFIG_FILE, INT8_SUBDIR, QUANT_FILE, WEIGHTS_FILE
 from protkit.models.prothash.checkpoint import ModelFormatError, format_label
 from protkit.models.prothash.model import ProtHash, load_pretrained_dir
+from protkit.models.prothash_v1.checkpoint import detect_v1_format
+from protkit.models.prothash_v1.model import StagedProtHash, load_staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,10 @@ class FoundModel:
 
 @dataclass
 class LoadedStudent:
-    model: ProtHash
+    model: ProtHash | StagedProtHash
     fingerprint: str  # sha256 of the weights file
     quantization: str | None
-    format: str  # "protkit", "prothash-0.2", "prothash-0.1" or "protkit-int8"
+    format: str  # "protkit", "prothash-0.2", "prothash-0.1", "protkit-int8"; ProtHash 1.0: "protkit-v1", "prothash-1.0"
 
 
 def classify_model(model: str | Path) -> FoundModel:
@@ -118,6 +120,12 @@ def load_student(found: FoundModel, int8: bool = False) -> LoadedStudent:
         return _load_int8(directory)
     if found.kind != ModelKind.STUDENT:
         raise ModelFormatError(f"{found.source}: not a ProtHash student ({found.kind.value})")
+    v1 = detect_v1_format(directory)
+    if v1 is not None:  # a ProtHash 1.0 student (StagedProtHash)
+        if int8:
+            raise ModelFormatError(f"{found.source}: a ProtHash 1.0 student; int8 is not available for it, "
+                                   "it runs in fp32 (or bf16/fp16): drop --int8")
+        return LoadedStudent(load_staged_dir(directory), file_sha256(directory / WEIGHTS_FILE), None, v1)
     if int8 and (directory / INT8_SUBDIR / QUANT_FILE).is_file():
         return _load_int8(directory / INT8_SUBDIR)
     net = load_pretrained_dir(directory)

@@ -31,9 +31,11 @@ from protkit.sequences.batching import token_budget_batches
 from protkit.sequences.pooling import TARGET_POOLINGS, TOKENS, pool
 from protkit.sequences.tokenize import PAD_ID, TokenBatch, embedded_residues, encode_one, pad_batch, residue_count
 from protkit.teacher.layout import (
-    MANIFEST_FILE, cache_fingerprint, check_directory, part_rows, pooled_name, shard_lists, tokens_name,
+    LOGITS_KIND, MANIFEST_FILE, STAGE_POOLING, TOKENS_KIND, CacheError, StageOptions, cache_fingerprint,
+    check_directory, layer_column, part_rows, pooled_name, shard_lists, tensor_keys, tensor_kinds, tensor_name,
 )  # fmt: skip
-from protkit.teacher.shards import Columns, prepare_directory, shard_metadata, write_pooled, write_tokens
+from protkit.teacher.shards import Columns, prepare_directory, shard_metadata, write_pooled, write_tensors
+from protkit.teacher.stage_targets import StageTargets, check_stage_layers, stage_targets
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,12 @@ class _Build:
     store_dtype: str
     tokens: bool
     shard_size: int
+    stages: StageOptions
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The per-residue shard files of this build (:func:`~protkit.teacher.layout.tensor_kinds`)."""
+        return tensor_kinds(self.tokens, self.stages)
 
 
 def build_cache(
@@ -68,6 +76,9 @@ def build_cache(
     shard_size: int = 4096,
     device: str | torch.device | None = None,
     part: tuple[int, int] | None = None,
+    stage_layers: Sequence[int] | None = None,
+    stage_tokens: bool = False,
+    logits: bool = False,
 ) -> dict:
     """Embed every row of ``sequences`` (columns ``id``, ``sequence``, ``split``) with the teacher
     and write the cache to ``out_dir``; returns the manifest.
@@ -78,22 +89,29 @@ def build_cache(
     ``part=(p, n)`` embeds only the rows whose sequence falls in part ``p`` of ``n``
     (:func:`~protkit.teacher.layout.sequence_parts`; a part may be empty) and records
     ``"part": [p, n]`` in the manifest.
+
+    ProtHash 1.0's stage targets (:mod:`protkit.teacher.stage_targets`; off by default):
+    ``stage_layers`` (0-based teacher blocks) adds a ``layer{l}_mean`` pooled column per block;
+    ``stage_tokens`` also stores their per-residue vectors, ``logits`` the per-residue MLM logits
+    (33 wide), both float16 (layout: :mod:`protkit.teacher.layout`).
     """
     poolings = _validate_build_args(sequences, max_length, max_tokens_per_batch, poolings, store_dtype, shard_size)
+    stages = _stage_options(stage_layers, stage_tokens, logits, model.config.n_layers)
     with claim_outputs(directories=[out_dir]):  # one writer; a disk error names the cache
         table: Columns = tuple(sequences[column].astype(str).tolist() for column in ("id", "sequence", "split"))
         rows = part_rows(table[1], part) if part else list(range(len(sequences)))  # the table rows built here
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        fingerprint, parts = cache_fingerprint(weights_sha256, max_length, poolings, store_dtype, tokens)
+        fingerprint, parts = cache_fingerprint(weights_sha256, max_length, poolings, store_dtype, tokens, stages)
         check_directory(out_dir, fingerprint, parts)
         if device is not None:
             model.to(resolve_device(device) if isinstance(device, str) else device)
         model.eval()
 
         columns: Columns = tuple([column[i] for i in rows] for column in table)
-        shard_rows, digests, done = prepare_directory(out_dir, fingerprint, parts, columns, shard_size, tokens)
-        build = _Build(out_dir, fingerprint, max_length, max_tokens_per_batch, poolings, store_dtype, tokens, shard_size)
+        build = _Build(out_dir, fingerprint, max_length, max_tokens_per_batch, poolings, store_dtype, tokens,
+                       shard_size, stages)
+        shard_rows, digests, done = prepare_directory(out_dir, fingerprint, parts, columns, shard_size, build.kinds)
         desc = f"teacher cache {teacher_name}/{dataset}" + (f" part {part[0]}-of-{part[1]}" if part else "")
         progress = _embed_shards(model, build, table[1], rows, columns, shard_rows, digests, done, desc)
 
@@ -109,7 +127,8 @@ def build_cache(
             "max_length": max_length,
             "n_sequences": len(rows),
             "shard_size": shard_size,
-            **shard_lists(len(shard_rows), tokens),
+            **shard_lists(len(shard_rows), tokens, stages),
+            **stages.entries(),
             **({"part": list(part)} if part else {}),
         }
         write_json(out_dir / MANIFEST_FILE, manifest)
@@ -133,12 +152,12 @@ def _embed_shards(
             if done[k]:
                 continue
             pooled, per_residue = _embed_shard(
-                model, [seqs[i] for i in shard], batches.of([rows[i] for i in shard]), build.max_length,
-                build.poolings, build.tokens, on_batch=progress.update,
+                model, build, [ids[i] for i in shard], [seqs[i] for i in shard], batches.of([rows[i] for i in shard]),
+                on_batch=progress.update,
             )
             meta = shard_metadata(build.fingerprint, digests[k])
-            if build.tokens:
-                write_tokens(build.out_dir / tokens_name(k), [ids[i] for i in shard], per_residue, meta)
+            for kind, named in per_residue.items():
+                write_tensors(build.out_dir / tensor_name(kind, k), named, meta)
             write_pooled(build.out_dir / pooled_name(k), [ids[i] for i in shard], [splits[i] for i in shard],
                          pooled, build.store_dtype, meta)
     return progress
@@ -228,27 +247,76 @@ def _validate_build_args(
     return tuple(sorted(set(poolings)))
 
 
+def _stage_options(layers: Sequence[int] | None, tokens: bool, logits: bool, n_layers: int) -> StageOptions:
+    """Checked stage options: layers within the teacher's ``n_layers`` blocks, sorted, no repeats."""
+    if tokens and not layers:
+        raise ValueError("stage_tokens stores the per-residue vectors of the stage layers: set stage_layers too")
+    chosen = tuple(sorted(set(check_stage_layers(layers, n_layers)))) if layers else ()
+    return StageOptions(chosen, bool(tokens), bool(logits))
+
+
 def _embed_shard(
-    model: ESMC, seqs: list[str], batches: list[tuple[list[int], int]], max_length: int,
-    poolings: Sequence[str], tokens: bool, on_batch: Callable[[int], None],
-) -> tuple[dict[str, np.ndarray], list[torch.Tensor] | None]:
-    """Pooled vectors ``{pooling: (n, D) float32}`` and, if ``tokens``, per-residue fp16 tensors,
-    both in the order of ``seqs``; ``batches``: ``(indices into seqs, padded width)``."""
-    token_lists = [encode_one(s, max_length) for s in seqs]
+    model: ESMC, build: _Build, ids: list[str], seqs: list[str], batches: list[tuple[list[int], int]],
+    on_batch: Callable[[int], None],
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, torch.Tensor]]]:
+    """Pooled vectors ``{column: (n, D) float32}`` and the per-residue fp16 tensors of each kind of
+    ``build.kinds`` (``{kind: {key: (L_i, W)}}``, keys in the order of ``ids``); ``batches``:
+    ``(indices into seqs, padded width)``."""
+    token_lists = [encode_one(s, build.max_length) for s in seqs]
     dim = model.config.d_model
-    pooled = {p: np.empty((len(seqs), dim), dtype=np.float32) for p in poolings}
-    per_residue: list[torch.Tensor] | None = [torch.empty(0)] * len(seqs) if tokens else None
+    pooled = {c: np.empty((len(seqs), dim), dtype=np.float32) for c in (*build.poolings, *build.stages.columns)}
+    rows: dict[str, list[dict[str, torch.Tensor]]] = {kind: [{}] * len(seqs) for kind in build.kinds}
+    pooled_type = torch.float16 if build.store_dtype == "fp16" else torch.float32
     for batch_rows, width in batches:
         batch = _padded([token_lists[i] for i in batch_rows], width).to(model.device)
         with torch.inference_mode():
-            hidden = model(batch.input_ids, batch.attention_mask).last_hidden_state.float()  # (B, L, D)
-            for p in poolings:
+            hidden, targets = _forward(model, batch, build.stages)  # (B, L, D) float32
+            for p in build.poolings:
                 pooled[p][batch_rows] = pool(hidden, batch.input_ids, batch.attention_mask, p).cpu().numpy()
-            if per_residue is not None:
-                for i, h in zip(batch_rows, pool(hidden, batch.input_ids, batch.attention_mask, TOKENS)):
-                    per_residue[i] = h.to(device="cpu", dtype=torch.float16)  # (L_i, D)
+            for layer, h in zip(build.stages.layers, targets.hidden if targets else []):
+                mean = pool(h.float(), batch.input_ids, batch.attention_mask, STAGE_POOLING)  # (B, D)
+                stored = _stored(mean, pooled_type, build, f"layer {layer}")
+                pooled[layer_column(layer)][batch_rows] = stored.cpu().numpy()
+            for kind in build.kinds:
+                for i, tensors in zip(batch_rows, _residue_tensors(kind, hidden, targets, batch, build)):
+                    rows[kind][i] = dict(zip(tensor_keys(kind, ids[i], build.stages.layers), tensors))
         on_batch(sum(residue_count(len(token_lists[i])) for i in batch_rows))
-    return pooled, per_residue
+    return pooled, {kind: {k: t for named in per_row for k, t in named.items()} for kind, per_row in rows.items()}
+
+
+def _forward(model: ESMC, batch: TokenBatch, stages: StageOptions) -> tuple[torch.Tensor, StageTargets | None]:
+    """The last hidden state ``(B, L, D)`` as float32 and, when the build stores stages, the stage targets."""
+    if not stages.enabled:
+        return model(batch.input_ids, batch.attention_mask).last_hidden_state.float(), None
+    targets = stage_targets(model, batch, stages.layers)
+    return targets.last_hidden_state.float(), targets
+
+
+def _residue_tensors(
+    kind: str, hidden: torch.Tensor, targets: StageTargets | None, batch: TokenBatch, build: _Build,
+) -> list[list[torch.Tensor]]:
+    """Per row of ``batch``, its residues' fp16 CPU tensors of ``kind`` in the order of
+    :func:`~protkit.teacher.layout.tensor_keys`."""
+    def residues(x: torch.Tensor) -> list[torch.Tensor]:  # (B, L, W) -> B x (L_i, W) float16
+        return [h.to(device="cpu", dtype=torch.float16) for h in pool(x, batch.input_ids, batch.attention_mask, TOKENS)]
+
+    if kind == TOKENS_KIND:
+        return [[h] for h in residues(hidden)]
+    if kind == LOGITS_KIND:
+        return [[h] for h in residues(_stored(targets.logits, torch.float16, build, "logits"))]
+    per_layer = [residues(_stored(h, torch.float16, build, f"layer {layer}"))
+                 for layer, h in zip(targets.layers, targets.hidden)]
+    return [list(tensors) for tensors in zip(*per_layer)]
+
+
+def _stored(x: torch.Tensor, dtype: torch.dtype, build: _Build, what: str) -> torch.Tensor:
+    """``x`` as ``dtype``; CacheError if that holds inf or NaN (beyond float16's range, 65504)."""
+    x = x.to(dtype)
+    if not bool(torch.isfinite(x).all()):
+        raise CacheError(f"teacher cache {build.out_dir}: the teacher's {what} holds values beyond {dtype}'s range "
+                         "(or NaN), so it cannot be stored (pooled: store_dtype fp32; per-residue stage targets "
+                         "are float16: compute them on the fly, protkit.teacher.stage_targets)")
+    return x
 
 
 def _padded(token_lists: list[list[int]], width: int) -> TokenBatch:

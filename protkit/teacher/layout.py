@@ -10,6 +10,12 @@ Layout of a cache directory (docs/design.md, "Teacher cache"):
 - ``tokens-NNNNN.safetensors`` (``tokens=True``): one float16 tensor ``(L_i, D)`` per sequence, keyed
   by sequence id, residues only (no CLS/EOS), ``L_i = embedded_residues(len, max_length)``; the same
   ``protkit`` metadata entry (one key: safetensors stores metadata in hash order).
+- Stage targets (:class:`StageOptions`, ProtHash 1.0; only when asked for, so other caches keep their
+  files and fingerprint): a ``layer{l}_mean`` column per chosen teacher block ``l`` (mean over the
+  residues of the hidden state before the final norm) in the pooled shards; with ``stage_tokens``,
+  ``stages-NNNNN.safetensors``: one float16 ``(L_i, D)`` tensor per sequence and layer, keyed
+  ``layer{l}/{id}``; with ``logits``, ``logits-NNNNN.safetensors``: one float16 ``(L_i, 33)`` tensor of
+  MLM logits per sequence, keyed by id. Residues only, as in the tokens files.
 - ``manifest.json``: written last; its presence means the cache is complete.
 
 A cache may also be built by several jobs, each embedding one part of the sequences (parts by
@@ -20,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -32,6 +39,10 @@ from protkit.version import VERSION
 
 FINGERPRINT_FILE = "fingerprint.json"
 MANIFEST_FILE = "manifest.json"
+TOKENS_KIND, STAGES_KIND, LOGITS_KIND = "tokens", "stages", "logits"
+TENSOR_KINDS = (TOKENS_KIND, STAGES_KIND, LOGITS_KIND)  # last layer, stage layers, MLM logits
+MANIFEST_LISTS = {TOKENS_KIND: "token_shards", STAGES_KIND: "stage_shards", LOGITS_KIND: "logit_shards"}
+STAGE_POOLING = "mean"  # the pooled vector a cache keeps of each stage layer (over residues)
 
 
 class CacheError(RuntimeError):
@@ -46,18 +57,83 @@ def pooled_name(shard: int) -> str:
     return f"pooled-{shard:05d}.parquet"
 
 
+def tensor_name(kind: str, shard: int) -> str:
+    """A per-residue shard file: ``kind`` is one of :data:`TENSOR_KINDS`."""
+    return f"{kind}-{shard:05d}.safetensors"
+
+
 def tokens_name(shard: int) -> str:
-    return f"tokens-{shard:05d}.safetensors"
+    return tensor_name(TOKENS_KIND, shard)
 
 
-def shard_lists(n_shards: int, tokens: bool) -> dict[str, list[str]]:
-    """The manifest's ``shards`` and ``token_shards`` entries of a cache of ``n_shards`` shards."""
-    return {"shards": [pooled_name(k) for k in range(n_shards)],
-            "token_shards": [tokens_name(k) for k in range(n_shards)] if tokens else []}
+def layer_column(layer: int) -> str:
+    """The pooled column of teacher block ``layer``'s mean over residues: ``layer7_mean``."""
+    return f"layer{layer}_{STAGE_POOLING}"
+
+
+def stage_key(layer: int, rid: str) -> str:
+    """The key of sequence ``rid``'s vectors of teacher block ``layer`` in a stages file."""
+    return f"layer{layer}/{rid}"
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """Targets a cache stores beside the last layer's (ProtHash 1.0's stages); all off by default."""
+
+    layers: tuple[int, ...] = ()  # 0-based teacher blocks, ascending, no repeats
+    tokens: bool = False  # per-residue vectors of each layer (stages files)
+    logits: bool = False  # per-residue MLM logits (logits files)
+
+    @classmethod
+    def of(cls, recorded: dict) -> "StageOptions":
+        """The options a manifest (or fingerprint parts) records; all off when it records none."""
+        return cls(tuple(recorded.get("stage_layers", ())), bool(recorded.get("stage_tokens")),
+                   bool(recorded.get("logits")))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.layers) or self.logits
+
+    def entries(self) -> dict:
+        """The fingerprint and manifest entries; none when off (caches without stages are unchanged)."""
+        if not self.enabled:
+            return {}
+        return {"stage_layers": list(self.layers), "stage_tokens": self.tokens, "logits": self.logits}
+
+    @property
+    def columns(self) -> list[str]:
+        return [layer_column(layer) for layer in self.layers]
+
+
+def pooled_columns(manifest: dict) -> list[str]:
+    """The vector columns of a cache's pooled shards: its poolings, then its stage layers' means."""
+    return [*manifest["poolings"], *StageOptions.of(manifest).columns]
+
+
+def tensor_kinds(tokens: bool, stages: StageOptions = StageOptions()) -> tuple[str, ...]:
+    """The per-residue shard files of a cache, by kind."""
+    wanted = {TOKENS_KIND: tokens, STAGES_KIND: stages.tokens, LOGITS_KIND: stages.logits}
+    return tuple(kind for kind in TENSOR_KINDS if wanted[kind])
+
+
+def tensor_keys(kind: str, rid: str, layers: Sequence[int] = ()) -> list[str]:
+    """The keys of sequence ``rid``'s tensors in a per-residue shard of ``kind``."""
+    return [stage_key(layer, rid) for layer in layers] if kind == STAGES_KIND else [rid]
+
+
+def shard_lists(n_shards: int, tokens: bool, stages: StageOptions = StageOptions()) -> dict[str, list[str]]:
+    """The manifest's ``shards`` and ``token_shards`` entries of a cache of ``n_shards`` shards (and
+    ``stage_shards``, ``logit_shards`` when it stores them)."""
+    lists = {"shards": [pooled_name(k) for k in range(n_shards)],
+             "token_shards": [tokens_name(k) for k in range(n_shards)] if tokens else []}
+    for kind in tensor_kinds(False, stages):
+        lists[MANIFEST_LISTS[kind]] = [tensor_name(kind, k) for k in range(n_shards)]
+    return lists
 
 
 def cache_fingerprint(
-    weights_sha256: str, max_length: int, poolings: Iterable[str], store_dtype: str, tokens: bool
+    weights_sha256: str, max_length: int, poolings: Iterable[str], store_dtype: str, tokens: bool,
+    stages: StageOptions = StageOptions(),
 ) -> tuple[str, dict]:
     """sha256 hex over everything that changes the cached numbers, and the parts themselves."""
     parts = {
@@ -68,6 +144,7 @@ def cache_fingerprint(
         "store_dtype": store_dtype,
         "tokens": bool(tokens),
         "protkit_version": VERSION,
+        **stages.entries(),
     }
     return json_sha256(parts), parts
 
@@ -105,8 +182,8 @@ def check_fingerprint(
         return
     changed = ""
     if found_parts and parts:
-        diffs = [f"{k}: {found_parts.get(k)!r} -> {parts[k]!r}" for k in parts
-                 if k != "tokenizer_vocab" and found_parts.get(k) != parts[k]]
+        diffs = [f"{k}: {found_parts.get(k)!r} -> {parts.get(k)!r}" for k in {**found_parts, **parts}
+                 if k != "tokenizer_vocab" and found_parts.get(k) != parts.get(k)]
         changed = f" (changed: {'; '.join(diffs)})" if diffs else ""
     raise FingerprintMismatch(
         f"teacher cache {out_dir}: {path.name} has fingerprint {found} but this run has fingerprint "

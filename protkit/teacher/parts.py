@@ -26,12 +26,12 @@ from protkit.io.atomic import write_json
 from protkit.io.outputs import claim_outputs
 from protkit.io.columns import STORE_DTYPES
 from protkit.teacher.layout import (
-    MANIFEST_FILE, CacheError, FingerprintMismatch, check_directory, pooled_name, read_manifest, sequence_parts,
-    shard_lists, tokens_name,
+    MANIFEST_FILE, CacheError, FingerprintMismatch, StageOptions, check_directory, pooled_name, read_manifest,
+    pooled_columns, sequence_parts, shard_lists, tensor_keys, tensor_kinds, tensor_name,
 )  # fmt: skip
 from protkit.teacher.read import stored_vectors
 from protkit.teacher.shards import (
-    Columns, prepare_directory, rows_digest, shard_done, shard_metadata, write_pooled, write_tokens,
+    Columns, prepare_directory, rows_digest, shard_done, shard_metadata, write_pooled, write_tensors,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,9 @@ def _write_gathered(out_dir: Path, readers: list["_PartReader"], assignment: np.
     fingerprint = first["fingerprint"]
     out_dir.mkdir(parents=True, exist_ok=True)
     check_directory(out_dir, fingerprint, first["fingerprint_parts"])
+    stages = StageOptions.of(first)
     shard_rows, digests, done = prepare_directory(out_dir, fingerprint, first["fingerprint_parts"], columns,
-                                                   first["shard_size"], first["tokens"])
+                                                   first["shard_size"], tensor_kinds(first["tokens"], stages))
     for k, shard in enumerate(shard_rows):
         if done[k]:
             continue
@@ -84,11 +85,12 @@ def _write_gathered(out_dir: Path, readers: list["_PartReader"], assignment: np.
         pooled, per_residue = _gather_rows(readers, assignment[rows], position[rows], first)
         meta = shard_metadata(fingerprint, digests[k])
         ids, splits = [columns[0][i] for i in rows], [columns[2][i] for i in rows]
-        if per_residue is not None:
-            write_tokens(out_dir / tokens_name(k), ids, per_residue, meta)
+        for kind, named in per_residue.items():
+            write_tensors(out_dir / tensor_name(kind, k), named, meta)
         write_pooled(out_dir / pooled_name(k), ids, splits, pooled, first["store_dtype"], meta)
     manifest = {key: value for key, value in first.items() if key != "part"}
-    manifest.update(n_sequences=len(assignment), **shard_lists(len(shard_rows), first["tokens"]), parts=len(readers))
+    manifest.update(n_sequences=len(assignment), **shard_lists(len(shard_rows), first["tokens"], stages),
+                    parts=len(readers))
     write_json(out_dir / MANIFEST_FILE, manifest)
     log.info("teacher cache %s: %d sequences in %d shards (%d kept) gathered from %d parts", out_dir,
              len(assignment), len(shard_rows), sum(done), len(readers))
@@ -128,24 +130,26 @@ def _part_manifests(part_dirs: Sequence[str | Path]) -> list[tuple[Path, dict]]:
 
 def _gather_rows(
     readers: list["_PartReader"], in_part: np.ndarray, position: np.ndarray, manifest: dict,
-) -> tuple[dict[str, np.ndarray], list[torch.Tensor] | None]:
-    """Pooled vectors ``{pooling: (n, D)}`` (stored dtype) and per-residue tensors of the rows whose
-    parts and positions within them are ``in_part`` and ``position`` (both (n,)), in that order."""
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, torch.Tensor]]]:
+    """Pooled vectors ``{column: (n, D)}`` (stored dtype) and per-residue tensors ``{kind: {key: tensor}}``
+    of the rows whose parts and positions within them are ``in_part`` and ``position`` (both (n,)), in
+    that order."""
     numpy_type = STORE_DTYPES[manifest["store_dtype"]][1]
-    pooled = {p: np.empty((len(in_part), manifest["d_model"]), dtype=numpy_type) for p in manifest["poolings"]}
-    per_residue: list[torch.Tensor] | None = [torch.empty(0)] * len(in_part) if manifest["tokens"] else None
+    pooled = {c: np.empty((len(in_part), manifest["d_model"]), dtype=numpy_type) for c in pooled_columns(manifest)}
+    kinds = tensor_kinds(manifest["tokens"], StageOptions.of(manifest))
+    per_row: dict[str, list[dict[str, torch.Tensor]]] = {kind: [{}] * len(in_part) for kind in kinds}
     for reader in readers:
         slots = np.flatnonzero(in_part == reader.index)
         if len(slots) == 0:
             continue
         # a part's rows are in table order, so the rows of one shard are consecutive within the part
         vectors, tensors = reader.read(int(position[slots[0]]), int(position[slots[-1]]) + 1)
-        for p in pooled:
-            pooled[p][slots] = vectors[p]
-        if per_residue is not None:
-            for slot, tensor in zip(slots, tensors):
-                per_residue[slot] = tensor
-    return pooled, per_residue
+        for c in pooled:
+            pooled[c][slots] = vectors[c]
+        for kind in kinds:
+            for slot, named in zip(slots, tensors[kind]):
+                per_row[kind][slot] = named
+    return pooled, {kind: {k: t for named in rows for k, t in named.items()} for kind, rows in per_row.items()}
 
 
 @dataclass
@@ -163,38 +167,43 @@ class _PartReader:
     def index(self) -> int:
         return self.manifest["part"][0]
 
-    def read(self, lo: int, hi: int) -> tuple[dict[str, np.ndarray], list[torch.Tensor] | None]:
-        """Vectors ``{pooling: (hi - lo, D)}`` and per-residue tensors of this part's rows ``lo .. hi - 1``."""
+    def read(self, lo: int, hi: int) -> tuple[dict[str, np.ndarray], dict[str, list[dict[str, torch.Tensor]]]]:
+        """Vectors ``{column: (hi - lo, D)}`` and per-residue tensors (``{kind: [{key: tensor}, ...]}``, one
+        dict per row) of this part's rows ``lo .. hi - 1``."""
         size = self.manifest["shard_size"]
+        stages = StageOptions.of(self.manifest)
         pieces: list[dict[str, np.ndarray]] = []
-        tensors: list[torch.Tensor] | None = [] if self.manifest["tokens"] else None
+        tensors: dict[str, list[dict[str, torch.Tensor]]] = {
+            kind: [] for kind in tensor_kinds(self.manifest["tokens"], stages)}
         for shard in range(lo // size, (hi - 1) // size + 1):
             start, stop = max(lo, shard * size) - shard * size, min(hi, (shard + 1) * size) - shard * size
-            pieces.append({p: v[start:stop] for p, v in self._pooled(shard).items()})
-            if tensors is not None:
-                tensors += self._tokens(shard, start, stop)
-        return {p: np.concatenate([piece[p] for piece in pieces]) for p in self.manifest["poolings"]}, tensors
+            pieces.append({c: v[start:stop] for c, v in self._pooled(shard).items()})
+            for kind, rows in tensors.items():
+                rows += self._tensors(kind, shard, start, stop, stages.layers)
+        return {c: np.concatenate([piece[c] for piece in pieces]) for c in pooled_columns(self.manifest)}, tensors
 
     def _pooled(self, shard: int) -> dict[str, np.ndarray]:
         if self._shard != shard:
             self._check(shard)
             table = pq.read_table(self.directory / pooled_name(shard))
-            self._shard, self._vectors = shard, stored_vectors(table, self.manifest["poolings"],
+            self._shard, self._vectors = shard, stored_vectors(table, pooled_columns(self.manifest),
                                                                self.manifest["d_model"])
         return self._vectors
 
-    def _tokens(self, shard: int, start: int, stop: int) -> list[torch.Tensor]:
+    def _tensors(self, kind: str, shard: int, start: int, stop: int, layers: Sequence[int]) -> list[dict]:
+        """``{key: (L_i, W) float16}`` of each of the shard's rows ``start .. stop - 1`` in its ``kind`` file."""
         from safetensors import safe_open
 
         size = self.manifest["shard_size"]
         ids = [self.columns[0][i] for i in self.rows[shard * size + start:shard * size + stop]]
-        with safe_open(str(self.directory / tokens_name(shard)), framework="pt") as handle:
-            return [handle.get_tensor(rid) for rid in ids]  # (L_i, D) float16
+        with safe_open(str(self.directory / tensor_name(kind, shard)), framework="pt") as handle:
+            return [{key: handle.get_tensor(key) for key in tensor_keys(kind, rid, layers)} for rid in ids]
 
     def _check(self, shard: int) -> None:
         """CacheError unless the shard holds this part's rows of the current sequences table."""
         size = self.manifest["shard_size"]
         digest = rows_digest(*self.columns, self.rows[shard * size:(shard + 1) * size])
-        if not shard_done(self.directory, shard, self.manifest["fingerprint"], digest, self.manifest["tokens"]):
+        kinds = tensor_kinds(self.manifest["tokens"], StageOptions.of(self.manifest))
+        if not shard_done(self.directory, shard, self.manifest["fingerprint"], digest, kinds):
             raise CacheError(f"teacher cache part {self.directory}: {pooled_name(shard)} is missing or was built "
                              "from other rows of the sequences table; rebuild this part (teacher_cache_part)")

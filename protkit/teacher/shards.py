@@ -10,7 +10,7 @@ import hashlib
 import logging
 import math
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,7 @@ import torch
 from protkit.io.atomic import atomic_path
 from protkit.io.columns import vector_column
 from protkit.io.metadata import metadata_entry, read_protkit_metadata, write_parquet
-from protkit.teacher.layout import check_fingerprint, pooled_name, start_build, tokens_name
+from protkit.teacher.layout import TENSOR_KINDS, check_fingerprint, pooled_name, start_build, tensor_name
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,10 @@ def shard_file_metadata(path: Path) -> dict | None:
         return None
 
 
-def shard_done(out_dir: Path, shard: int, fingerprint: str, digest: str, tokens: bool) -> bool:
-    """True if shard files exist for this fingerprint and these rows; raises on a foreign fingerprint."""
-    names = [pooled_name(shard)] + ([tokens_name(shard)] if tokens else [])
+def shard_done(out_dir: Path, shard: int, fingerprint: str, digest: str, kinds: Sequence[str]) -> bool:
+    """True if the pooled file and the per-residue files of ``kinds`` (:func:`~protkit.teacher.layout.tensor_kinds`)
+    exist for this fingerprint and these rows; raises on a foreign fingerprint."""
+    names = [pooled_name(shard)] + [tensor_name(kind, shard) for kind in kinds]
     for name in names:
         meta = shard_file_metadata(out_dir / name)
         if meta is None:
@@ -67,9 +68,11 @@ def shard_done(out_dir: Path, shard: int, fingerprint: str, digest: str, tokens:
 
 def _extra_shards(out_dir: Path, n_shards: int, fingerprint: str) -> list[Path]:
     """Shard files numbered beyond the current table (it shrank); raises on a foreign fingerprint."""
-    expected = {pooled_name(k) for k in range(n_shards)} | {tokens_name(k) for k in range(n_shards)}
-    extra = [p for p in sorted([*out_dir.glob("pooled-*.parquet"), *out_dir.glob("tokens-*.safetensors")])
-             if p.name not in expected]
+    expected = {pooled_name(k) for k in range(n_shards)}
+    expected |= {tensor_name(kind, k) for kind in TENSOR_KINDS for k in range(n_shards)}
+    found = [*out_dir.glob("pooled-*.parquet")]
+    found += [p for kind in TENSOR_KINDS for p in out_dir.glob(f"{kind}-*.safetensors")]
+    extra = [p for p in sorted(found) if p.name not in expected]
     for path in extra:
         meta = shard_file_metadata(path)
         if meta is not None:
@@ -78,16 +81,17 @@ def _extra_shards(out_dir: Path, n_shards: int, fingerprint: str) -> list[Path]:
 
 
 def prepare_directory(
-    out_dir: Path, fingerprint: str, parts: dict, columns: Columns, shard_size: int, tokens: bool,
+    out_dir: Path, fingerprint: str, parts: dict, columns: Columns, shard_size: int, kinds: Sequence[str],
 ) -> tuple[list[range], list[str], list[bool]]:
-    """Shard rows, their digests and which shards ``out_dir`` already holds, for the table
-    ``columns = (ids, sequences, splits)``; then marks the build started and removes shard files
-    numbered beyond the table. Raises on a foreign fingerprint before touching anything."""
+    """Shard rows, their digests and which shards ``out_dir`` already holds (with the per-residue files
+    of ``kinds``), for the table ``columns = (ids, sequences, splits)``; then marks the build started
+    and removes shard files numbered beyond the table. Raises on a foreign fingerprint before touching
+    anything."""
     ids, seqs, splits = columns
     n_shards = math.ceil(len(ids) / shard_size)
     shard_rows = [range(k * shard_size, min((k + 1) * shard_size, len(ids))) for k in range(n_shards)]
     digests = [rows_digest(ids, seqs, splits, rows) for rows in shard_rows]
-    done = [shard_done(out_dir, k, fingerprint, digests[k], tokens) for k in range(n_shards)]
+    done = [shard_done(out_dir, k, fingerprint, digests[k], kinds) for k in range(n_shards)]
     extra = _extra_shards(out_dir, n_shards, fingerprint)
     start_build(out_dir, fingerprint, parts)
     for path in extra:
@@ -106,9 +110,9 @@ def write_pooled(
     write_parquet(pa.table(columns), meta, path)
 
 
-def write_tokens(path: Path, ids: list[str], per_residue: list[torch.Tensor], meta: dict) -> None:
-    """A per-residue shard: one ``(L_i, D)`` tensor per sequence id."""
+def write_tensors(path: Path, named: dict[str, torch.Tensor], meta: dict) -> None:
+    """A per-residue shard: one ``(L_i, D)`` tensor per key (:func:`~protkit.teacher.layout.tensor_keys`)."""
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file({rid: t.contiguous() for rid, t in zip(ids, per_residue)}, str(tmp), metadata=metadata_entry(meta))
+        save_file({key: t.contiguous() for key, t in named.items()}, str(tmp), metadata=metadata_entry(meta))

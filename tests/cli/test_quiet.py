@@ -101,6 +101,10 @@ def test_filters_drop_only_the_listed_messages(caplog: pytest.LogCaptureFixture)
                 "%s is an Enum subclass and is now natively supported by torch.compile as an opaque value type. "
                 "Calling register_constant() on Enum subclasses is deprecated and will be an error in a future "
                 "release.", "<enum 'KernelPreference'>")
+            logging.getLogger("torch.utils._pytree").warning(
+                "%s is an Enum subclass and is now natively supported by torch.compile as an opaque value type. "
+                "Calling register_constant() on Enum subclasses is deprecated and will be an error in a future "
+                "release.", "<enum 'ScaleCalculationMode'>")  # torchao's, when QAT prepares a model
             torchao.warning("Failed to load /v/site-packages/torchao/_C.so: gone")  # not optional: kept
             logging.getLogger("torch.utils._pytree").warning("%s is an Enum subclass and is now natively supported "
                                                              "by torch.compile", "<enum 'Theirs'>")

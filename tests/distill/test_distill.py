@@ -29,6 +29,7 @@ from protkit.models.prothash.model import ProtHash
 from protkit.sequences.fasta import read_fasta
 from protkit.sequences.pooling import pool
 from protkit.sequences.tokenize import encode_batch, residue_mask
+from stops import Killed, kill_at
 
 MAX_LENGTH = 42  # 40 residues + CLS/EOS
 MODEL = ProtHashConfig(d_model=32, q_heads=4, kv_heads=2, n_layers=2, teacher_dim=64, context_length=256)
@@ -194,18 +195,6 @@ def test_tokens_objective_needs_token_targets(tmp_path, teacher_data):
 
 
 # --- checkpoints and resume ------------------------------------------------------------------
-class Killed(Exception):
-    pass
-
-
-def kill_at(step: int):
-    def on_step(done: int) -> None:
-        if done == step:
-            raise Killed(step)
-
-    return on_step
-
-
 def test_interrupted_runs_resume_to_the_same_weights(tmp_path, teacher_data):
     cfg = replace(BASE, max_steps=12, checkpoint_every=4, eval_every=5, grad_accum=2, batch_tokens=4 * MAX_LENGTH)
     model = replace(MODEL, dropout=0.2)

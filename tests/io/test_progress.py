@@ -32,6 +32,20 @@ def test_off_a_terminal_progress_is_logged_at_most_every_interval(monkeypatch: p
     assert all("\r" not in line and "ETA" in line for line in lines)
 
 
+def test_a_postfix_each_step_adds_no_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """A training loop sets the loss as a postfix after every step; off a terminal that must not log
+    a line per step (tqdm refreshes on set_postfix), only the timed ones, which then show the loss."""
+    with caplog.at_level(logging.INFO, logger="protkit.progress"):
+        with progress_bar(total=500, desc="distil", unit="step") as bar:
+            for step in range(500):
+                bar.update(1)
+                bar.set_postfix(loss=f"{1 / (step + 1):.4f}")
+                bar.set_postfix_str(f"epoch {step // 100}")
+    lines = [r.getMessage() for r in caplog.records if r.name == "protkit.progress"]
+    assert len(lines) <= 3, lines  # start and end (30 s between lines by default)
+    assert lines[-1].startswith("distil: 500/500 step (100%)")
+
+
 def test_without_a_total_the_count_and_rate_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="protkit.progress"):
         assert list(progress_bar(iter(range(5)), desc="blocks", unit="block")) == list(range(5))

@@ -71,14 +71,7 @@ for job in jobs:
 '''
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run one sequence at a time: one thread, here and in the package's subprocess,
-    is many times faster than several threads on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # --- the package, in a subprocess -----------------------------------------------------------------
@@ -393,20 +386,25 @@ def test_protkit_format_missing_tensor_names_the_file(tmp_path) -> None:
 @pytest.mark.parametrize("config_file", ["config/config.yaml", "config/demo.yaml"])
 def test_every_variant_the_default_configs_train_exports_exactly(repo_root, config_file, tmp_path) -> None:
     """Each variant's architecture, as distillation builds it (random weights), exports to the
-    prothash format and reads back with the same CLS vectors (the package parity is tested above)."""
+    prothash format (1.0's for a v1 variant) and reads back with the same CLS vectors (the package
+    parity is tested above and in test_prothash_v1.py)."""
     from protkit import config as config_module
     from protkit.distill.config import build_model_config
     from protkit.models.esmc.model import ESMC_PRESETS
+    from protkit.models.prothash_v1 import StagedConfig, StagedProtHash, export_prothash_v1, load_staged_dir
 
     config = config_module.load(repo_root / config_file)
     ids = torch.tensor([encode_one("MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ")])  # (1, L)
     for name, variant in config["variants"].items():
         teacher = config["teachers"][variant["teacher"]]
         width = teacher["random"]["d_model"] if teacher["weights"] == "random" else ESMC_PRESETS[teacher["weights"]].d_model
+        settings = build_model_config(variant, width, variant["teacher"], f"variants.{name}")
+        staged = isinstance(settings, StagedConfig)  # a ProtHash 1.0 variant: the 1.0 package's format
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = ProtHash(build_model_config(variant, width, variant["teacher"], f"variants.{name}")).eval()
-        exported = load_pretrained_dir(export_prothash(model, tmp_path / name))
+            model = (StagedProtHash if staged else ProtHash)(settings).eval()
+        exported = load_staged_dir(export_prothash_v1(model, tmp_path / name)) if staged else \
+            load_pretrained_dir(export_prothash(model, tmp_path / name))
         with torch.no_grad():
             want, got = model.embed_teacher(ids, pooling="cls"), exported.embed_teacher(ids, pooling="cls")
         assert rel_l2(got.numpy(), want.numpy()).max() <= TOL, name

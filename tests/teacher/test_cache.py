@@ -29,13 +29,7 @@ MAX_LENGTH = 40  # tokens, so sequences over 38 residues are truncated
 AMINO = list("ACDEFGHIKLMNPQRSTVWY")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny matrices: one thread is ~30x faster than several on a shared, loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,27 @@ def test_headline_without_search_finetune_probes_or_backends(tmp_path: Path) -> 
     assert "<h4>Probes</h4>" not in html and "<h4>Search</h4>" not in html and "<h4>Fine-tuning</h4>" not in html
 
 
+def stage_metrics(variant: str, cosines: list[float]) -> dict:
+    """A v1 variant's stages.json, as protkit.evaluate.stage_run writes it (the keys the headline reads)."""
+    return {"variant": variant, "teacher_layers": [7, 15, 22, 29], "pooled_cosine_last": 0.98765,
+            "mlm": {"top1": 0.9123, "macro_f1": 0.6543, "residues": 1000}, "throughput": {"speedup": 31.4},
+            "stages": [{"stage": i + 1, "cosine_mean": c, "cka": c - 0.1} for i, c in enumerate(cosines)]}
+
+
+def test_headline_shows_each_v1_students_stages(tmp_path: Path) -> None:
+    path = tmp_path / "eval" / "tiny-v1" / "stages.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(stage_metrics("tiny-v1", [0.93, 0.98, 0.83, 0.74])))
+    html = write_headline(None, tmp_path / "headline.html", stage_metrics=[path])
+    rows = cells(html)
+    assert rows[0] == ["variant", "stage", "teacher block", "cosine", "CKA", "MLM top-1 / F1", "pooled", "vs teacher"]
+    assert ["tiny-v1", "1", "7", "0.9300", "0.8300", "", "", ""] in rows
+    assert ["", "4", "29", "0.7400", "0.6400", "0.912 / 0.654", "0.9877", "31.4×"] in rows
+    assert "<h4>Held-out cosine to the teacher</h4>" not in html  # no ProtHash 0.2 variant, no summary.tsv
+    both = headline_html(EVAL, stages={"tiny-v1": stage_metrics("tiny-v1", [0.5] * 4)})
+    assert both.index("<h4>Held-out cosine") < both.index("<h4>ProtHash 1.0 stages</h4>")
+
+
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     """A tiny run (one variant, one embedded input), its report, and the report's HTML."""

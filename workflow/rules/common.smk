@@ -7,6 +7,7 @@ from pathlib import Path
 
 from protkit.config import ConfigError, is_int8, validate, variant_of
 from protkit.config.checks import finetune_base
+from protkit.distill.config import is_staged_variant
 from protkit.config.profile import placeholder_warnings, profile_in_use
 from protkit.embed.sharding import shard_count
 from protkit.io.paths import DataPathError, resolve_data_path
@@ -26,6 +27,9 @@ os.environ.setdefault("PROTKIT_SOURCE", workflow.basedir)
 
 DATASET = config["dataset"]
 VARIANTS = list(config["variants"])
+# ProtHash 1.0 (family v1) students: four stages, evaluated per stage (rule evaluate_stages), no int8 model
+STAGED_VARIANTS = [v for v in VARIANTS if is_staged_variant(config["variants"][v])]
+POOLED_VARIANTS = [v for v in VARIANTS if v not in STAGED_VARIANTS]  # ProtHash 0.2 students: int8, evaluate
 EMBED = config["embed"]
 SEARCH = config["search"]
 FINETUNE = config["finetune"]
@@ -45,6 +49,7 @@ INT8_MARKER = MODEL_DIR + "/int8/quantization.json"
 CHECKPOINT_DIR = OUT + "/checkpoints/{variant}"
 EVAL_DIR = OUT + "/eval/{variant}"
 EVAL_SUMMARY = OUT + "/eval/summary.tsv"
+STAGE_EVAL = EVAL_DIR + "/stages.json"  # a v1 variant's per-stage table (rule evaluate_stages)
 EMBED_SHARD = OUT + "/embeddings/{model}/{name}/shard-{shard}-of-{nshards}.parquet"
 EMBED_OUT = OUT + "/embeddings/{model}/{name}.parquet"
 SEARCH_DIR = OUT + "/search/{model}/{name}"
@@ -152,6 +157,15 @@ def teacher_weights(wildcards):
 
 def variant_config(wildcards):
     return config["variants"][wildcards.variant]
+
+
+def variant_teacher_spec(wildcards):
+    """The teacher a v1 variant trains beside (training.stage_targets: teacher): its settings with the
+    weights as protkit loads them; None for every other variant (their distill jobs never run it)."""
+    variant = config["variants"][wildcards.variant]
+    if not is_staged_variant(variant) or (variant.get("training") or {}).get("stage_targets") != "teacher":
+        return None
+    return {**variant_teacher_config(wildcards), "weights": variant_teacher_weights(wildcards)}
 
 
 def teacher_weight_files(teacher):
@@ -315,8 +329,11 @@ def report_targets():
 
 
 def headline_inputs(wildcards):
-    """The summaries the landing page reads: the evaluation's, and search's and fine-tuning's when they run."""
-    inputs = {"evaluation": EVAL_SUMMARY}
+    """The summaries the landing page reads: the evaluation's (and each v1 variant's per-stage table), and
+    search's and fine-tuning's when they run."""
+    inputs = {"evaluation": EVAL_SUMMARY} if POOLED_VARIANTS else {}
+    if STAGED_VARIANTS:
+        inputs["stages"] = expand(STAGE_EVAL, variant=STAGED_VARIANTS)
     if search_targets():
         inputs["search"] = SEARCH_SUMMARY
     if finetune_targets():
@@ -329,8 +346,9 @@ def all_targets():
         SEQUENCES,
         *[cache_manifest(t) for t in used_teachers()],
         *expand(MODEL_WEIGHTS, variant=VARIANTS),
-        *expand(INT8_MARKER, variant=VARIANTS),
-        EVAL_SUMMARY,
+        *expand(INT8_MARKER, variant=POOLED_VARIANTS),
+        *([EVAL_SUMMARY] if POOLED_VARIANTS else []),
+        *expand(STAGE_EVAL, variant=STAGED_VARIANTS),
         *embedding_targets(),
         *search_targets(),
         *finetune_targets(),

@@ -1,4 +1,5 @@
-# Stage 3: ProtHash distillation from the teacher cache (never runs the teacher), optional QAT.
+# Stage 3: ProtHash distillation from the teacher cache, optional QAT. ProtHash 1.0 (family v1) variants
+# train on the cache's stage targets, or with training.stage_targets: teacher beside the teacher.
 # Checkpoints go to results/checkpoints/{variant}/, which is not an output, so a killed job re-run
 # resumes instead of starting over. Changing one variant's settings reruns only that variant.
 
@@ -13,6 +14,7 @@ rule distill:
         summary=MODEL_DIR + "/training_summary.json",
     params:
         variant=variant_config,
+        teacher=variant_teacher_spec,
         checkpoints=CHECKPOINT_DIR,
         tensorboard=OUT + "/{variant}/tensorboard",
         device=config["device"],

@@ -1,6 +1,7 @@
 # Stage 5: evaluation on the held-out split: cosine to the teacher (fp32 and int8), baselines,
 # neighbour agreement (exact and LSH codes), probes, throughput; per-variant report and a summary
-# across variants.
+# across variants. ProtHash 1.0 (v1) variants: per-stage residue cosine, CKA and MLM agreement
+# (rule evaluate_stages), shown on the report's landing page.
 from protkit.evaluate.probes import probe_specs
 
 PROBES = probe_specs(config["probes"])  # already checked with the configuration (common.smk)
@@ -76,7 +77,7 @@ rule evaluate:
 
 rule eval_summary:
     input:
-        expand(EVAL_DIR + "/metrics.json", variant=VARIANTS),
+        expand(EVAL_DIR + "/metrics.json", variant=POOLED_VARIANTS),
     output:
         table=report(EVAL_SUMMARY, caption="../report/summary_table.rst", category="1. Summary"),
         plot=report(OUT + "/eval/summary.png", caption="../report/summary_plot.rst", category="1. Summary"),
@@ -86,3 +87,32 @@ rule eval_summary:
         "logs/evaluate/summary.log",
     script:
         "../scripts/eval_summary.py"
+
+
+rule evaluate_stages:
+    input:
+        sequences=SEQUENCES,
+        cache=variant_cache,
+        weights=MODEL_WEIGHTS,
+    output:
+        json=STAGE_EVAL,
+        md=report(EVAL_DIR + "/stages.md", caption="../report/stages.rst", category="2. Per variant",
+                  subcategory="{variant}"),
+    params:
+        teacher_weights=variant_teacher_weights,
+        teacher=variant_teacher_config,
+        settings=config["evaluate"],
+        device=config["device"],
+    threads: RES["cpus_per_gpu_job"]
+    resources:
+        **gpu_resources(),
+        mem_mb=gpu_mem_mb,
+        runtime=gpu_runtime,
+    conda:
+        PROTKIT_ENV
+    log:
+        "logs/evaluate/{variant}-stages.log",
+    benchmark:
+        BENCHMARKS + "/evaluate/{variant}-stages.tsv"
+    script:
+        "../scripts/evaluate_stages.py"

@@ -14,4 +14,5 @@ distill_from_cache(
     snakemake.params.tensorboard,
     snakemake.params.device,
     variant_name=snakemake.wildcards.variant,
+    teacher=snakemake.params.teacher,  # runs beside a v1 student with training.stage_targets: teacher
 )

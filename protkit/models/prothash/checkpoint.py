@@ -226,12 +226,10 @@ def read_checkpoint(directory: str | Path) -> Checkpoint:
     return Checkpoint(directory, fmt, config, tensors, optional)
 
 
-def prothash_config(config: dict, state: dict[str, torch.Tensor], directory: str | Path) -> ProtHashConfig:
-    """The :class:`ProtHashConfig` of a prothash 0.1.x / 0.2.x ``config.json`` (keys as
-    :func:`config_format` accepts) whose tensors are ``state`` (0.1.x has absolute positions)."""
-    directory = Path(directory)
-    config_path, weights = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for key in sorted(PROTHASH_KEYS - {"dropout"}):
+def check_package_sizes(config: dict, keys: set[str] | frozenset[str], config_path: Path) -> None:
+    """A ``prothash`` package config's ``keys`` are integers (>= 0 for ``padding_index``, else >= 1) and
+    its vocabulary is protkit's; ModelFormatError naming ``config_path`` otherwise."""
+    for key in sorted(keys):
         value, least = config[key], 0 if key == "padding_index" else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ModelFormatError(f"{config_path}: {key} must be an integer >= {least}, got {value!r}")
@@ -241,6 +239,14 @@ def prothash_config(config: dict, state: dict[str, torch.Tensor], directory: str
             f"protkit tokenizes with ESM's {VOCAB_SIZE}-token vocabulary (padding id {PAD_ID}), so this model's "
             f"token ids would mean other letters"
         )
+
+
+def prothash_config(config: dict, state: dict[str, torch.Tensor], directory: str | Path) -> ProtHashConfig:
+    """The :class:`ProtHashConfig` of a prothash 0.1.x / 0.2.x ``config.json`` (keys as
+    :func:`config_format` accepts) whose tensors are ``state`` (0.1.x has absolute positions)."""
+    directory = Path(directory)
+    config_path, weights = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    check_package_sizes(config, PROTHASH_KEYS - {"dropout"}, config_path)
     absolute = "position_embeddings.weight" in state
     if absolute and any(".position_embeddings.inv_freq" in name for name in state):
         raise ModelFormatError(f"{weights}: holds both absolute (0.1.x) and rotary (0.2.x) position tensors")
