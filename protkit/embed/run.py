@@ -52,6 +52,7 @@ from protkit.io.columns import STORE_DTYPES
 from protkit.io.digests import file_sha256
 from protkit.io.metadata import read_protkit_metadata
 from protkit.io.outputs import OutputError, claim_outputs
+from protkit.io.paths import local_model_path
 from protkit.sequences.pooling import CONCATENATION, pooling_parts
 from protkit.sequences.tokenize import embedded_residues
 from protkit.version import VERSION
@@ -128,13 +129,6 @@ def _output_bytes(plan: Plan, settings: EmbedSettings, dim: int) -> int:
     residues = sum(embedded_residues(len(r.sequence), settings.max_length) for r in plan.rows) if settings.per_residue \
         else 0
     return 2 * width * (len(plan.rows) * len(settings.poolings) + residues)
-
-
-def local_model_path(source: str) -> str | None:
-    """A model given as a local file or directory as an absolute path (None for a Hub id or preset
-    name), so a file embedded here can be indexed and searched from anywhere."""
-    path = Path(source)
-    return str(path.resolve()) if path.exists() else None
 
 
 def model_files(embedder: Embedder) -> list[Path]:

@@ -25,3 +25,9 @@ def resolve_data_path(spec: str) -> Path:
                 raise DataPathError(f"data path {spec!r}: {relative} not found in package {package}")
             return path
     return Path(spec)
+
+
+def local_model_path(model: str | None) -> str | None:
+    """A model given as a local file or directory, as an absolute path; None for a Hub id, a preset
+    name or nothing. Embeddings record it, so an index built from them finds the model from anywhere."""
+    return str(Path(model).resolve()) if model and Path(model).exists() else None

@@ -19,20 +19,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from protkit.io.paths import local_model_path
 from protkit.search.vectors import SearchError
 
 RECORDED_SETTINGS = ("model_kind", "int8", "quantization", "precision", "max_length")
 
 
-def local_path(model: str | None) -> str | None:
-    """``model`` as an absolute path when it names a local file or directory, else None."""
-    return str(Path(model).resolve()) if model and Path(model).exists() else None
-
-
 def model_record(meta: dict, base: str | Path) -> dict:
     """What an index (``base``: its directory) or codes file (``base``: its directory) records of the
     model of an embeddings file with metadata ``meta``."""
-    path = meta.get("model_path") or local_path(meta.get("model"))
+    path = meta.get("model_path") or local_model_path(meta.get("model"))
     try:
         relative = os.path.relpath(path, Path(base).resolve()) if path else None
     except ValueError:  # another drive (Windows)
