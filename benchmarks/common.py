@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -48,8 +48,12 @@ SEED = 0
 Runner = Callable[[Sequence[int]], Any]  # runs a variant on the given item indices, returns its output
 
 
-class DataMissing(RuntimeError):
-    """The real protein data is absent: the benchmark is skipped, not failed."""
+class Unavailable(RuntimeError):
+    """What the benchmark needs is absent (data, a GPU): it is skipped, not failed."""
+
+
+class DataMissing(Unavailable):
+    """The real protein data is absent."""
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -306,16 +310,24 @@ class Goal:
     measured: float | None
     condition: str = ""
     condition_met: bool = True
+    unit: str = "x"  # "x": a speed-up; "": a plain value (a cosine); else a rate's unit ("residues/s")
 
     @property
     def passed(self) -> bool:
         return self.measured is not None and self.measured >= self.target and self.condition_met
 
     def row(self) -> list[str]:
-        measured = "n/a" if self.measured is None else ratio(self.measured)
+        measured = "n/a" if self.measured is None else self.value(self.measured)
         unmet = self.condition and not self.condition_met and self.measured is not None
         condition = self.condition + (" (not met)" if unmet else "")
-        return [self.name, f">= {self.target:g}x", measured, condition or "-", "PASS" if self.passed else "MISS"]
+        target = f"{self.target:g}x" if self.unit == "x" else self.value(self.target)
+        return [self.name, f">= {target}", measured, condition or "-", "PASS" if self.passed else "MISS"]
+
+    def value(self, number: float) -> str:
+        """``number`` in the goal's unit."""
+        if self.unit == "x":
+            return ratio(number)
+        return f"{number:.6g}" if not self.unit else f"{rate(number)} {self.unit}"
 
 
 @dataclass
@@ -344,6 +356,17 @@ class Result:
     seconds: float = 0.0
     machine: str = ""  # set by execute()
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after, set by execute()
+    figures: dict[str, float] = field(default_factory=dict)  # named numbers other documents take (docs/scaling.md)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able form (what the GPU run writes, and merges back with :meth:`from_dict`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Result":
+        fields = {**data, "tables": [Table(**t) for t in data["tables"]], "goals": [Goal(**g) for g in data["goals"]],
+                  "load": tuple(data["load"])}
+        return cls(**fields)
 
     def require(self, ok: bool, message: str) -> None:
         """Record a failed correctness check: the tables are kept, the benchmark fails."""
@@ -433,7 +456,7 @@ def execute(module: ModuleType, device: torch.device, quick: bool, data_dir: Pat
     start, load = time.perf_counter(), os.getloadavg()[0]
     try:
         result = module.run(device, quick, data_dir)
-    except DataMissing as err:
+    except Unavailable as err:
         result = Result(module.KEY, module.TITLE, device_name(device), status="skipped", message=str(err))
     except Exception as err:  # reported in the document and the exit status, never hidden
         log.exception("%s failed on %s", module.KEY, device)

@@ -1,4 +1,4 @@
-"""Run the benchmarks B1-B11 (``make bench``) and write docs/benchmarks.md atomically.
+"""Run the benchmarks B1-B12 (``make bench``) and write docs/benchmarks.md atomically.
 
     .venv/bin/python benchmarks/run_all.py                 # everything (~31 min on 2 idle cores)
     .venv/bin/python benchmarks/run_all.py --only B2,B4    # a subset: printed, docs/ left alone
@@ -26,15 +26,16 @@ if __package__ in (None, ""):
 
 from benchmarks import (
     b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling, b7_backends, b8_search, b9_scaling_memory,
-    b10_finetune, b11_precision,
+    b10_finetune, b11_precision, b12_gpu,
 )
 from benchmarks.common import (
     DATA_DIR, FASTA_FILES, REPO_ROOT, Result, Table, devices, execute, machine_line, shell_command, today,
 )
+from benchmarks.gpu import DOC_SECTION as GPU_DOC_SECTION
 from protkit.io.atomic import write_text
 
 BENCHMARKS = {m.KEY: m for m in (b1_teacher, b2_student, b3_int8, b4_batching, b5_distill, b6_scaling, b7_backends,
-                                  b8_search, b9_scaling_memory, b10_finetune, b11_precision)}
+                                  b8_search, b9_scaling_memory, b10_finetune, b11_precision, b12_gpu)}
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
 BUDGET_MINUTES = 35  # `make bench` on 2 CPU cores (B8 and B9 add ~8 min to B1-B7's ~19, B10 ~1.5, B11 ~2)
 
@@ -50,7 +51,7 @@ def parse_only(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="protkit benchmarks B1-B11", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(description="protkit benchmarks B1-B12", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__)
     parser.add_argument("--only", type=parse_only, default=list(BENCHMARKS), metavar="B1,B3",
                         help="comma-separated benchmarks to run (default: all)")
@@ -95,6 +96,8 @@ def document(results: list[Result], command: str, date: str, seconds: float, qui
         "then wait for each other at every operation, which slows many small operations far more than "
         "a few large matmuls, so ratios shift too).",
         "",
+        GPU_DOC_SECTION,
+        "",
         f"- command: `{command}`",
         f"- date: {date}",
         *[f"- machine: {m}" for m in machines],
@@ -128,7 +131,8 @@ def update_document(text: str, results: list[Result], command: str, date: str) -
     rows = [i for i, line in enumerate(preamble) if line.startswith("| B")]
     if not rows:
         raise ValueError("the report has no summary table (rows '| B1 | cpu | ...'); write a whole one with --out")
-    kept = [preamble[i] for i in rows if _cells(preamble[i])[0] not in rerun]
+    measured = {(r.key, r.device) for r in results}  # a benchmark's rows on other devices stay
+    kept = [preamble[i] for i in rows if tuple(_cells(preamble[i])[:2]) not in measured]
     new = ["| " + " | ".join(row) + " |" for row in summary_table(results).rows]
     summary = sorted(kept + new, key=lambda row: order.index(_cells(row)[0]))  # stable: devices and goals keep their order
     preamble[rows[0]:rows[-1] + 1] = summary

@@ -33,6 +33,7 @@ from protkit.distill.schedule import batch_stream, build_optimizer, build_schedu
 from protkit.distill.start import fit_adapter, zero_residual_branches
 from protkit.io.atomic import write_json
 from protkit.io.progress import progress_bar
+from protkit.io.tensorboard import scalar_writer
 from protkit.models.device import resolve_device
 from protkit.models.prothash.config import ProtHashConfig
 from protkit.models.prothash.model import ProtHash
@@ -144,10 +145,8 @@ class TrainingRun:
               on_step: Callable[[int], None] | None = None) -> dict:
         """Start or resume, step to ``max_steps``, save the model into ``out_dir``; returns the summary
         (the caller adds to it and writes ``training_summary.json``)."""
-        from torch.utils.tensorboard import SummaryWriter
-
         resumed_from = self.start(objective)
-        writer = SummaryWriter(str(tensorboard_dir), purge_step=resumed_from)
+        writer = scalar_writer(tensorboard_dir, purge_step=resumed_from)
         try:
             if resumed_from is None:
                 log_eval(writer, self.progress.initial_cosine, 0)

@@ -26,6 +26,7 @@ from protkit.finetune.settings import CLIP_NORM, WARMUP_FRACTION, WEIGHT_DECAY
 from protkit.finetune.tasks import Example, LabelSpace
 from protkit.hf.heads import head_loss
 from protkit.io.progress import progress_bar
+from protkit.io.tensorboard import scalar_writer
 
 TENSORBOARD_DIR = "tensorboard"
 
@@ -156,8 +157,6 @@ def train(model: nn.Module, data: TrainingData, schedule: Schedule, work: Path, 
           device: torch.device) -> Progress:
     """Train ``model`` in place, resuming from ``work``'s checkpoint; at the end the model holds the
     best epoch's weights. Returns the progress (learning curve, best epoch)."""
-    from torch.utils.tensorboard import SummaryWriter
-
     per_epoch = len(epoch_batches(token_lengths(data.train, data.max_length), schedule.batch_tokens, schedule.seed, 0))
     optimizer, scheduler = build_optimizer(model, schedule, per_epoch * schedule.epochs)
     progress, best = Progress(), trainable_state(model)
@@ -168,7 +167,7 @@ def train(model: nn.Module, data: TrainingData, schedule: Schedule, work: Path, 
         scheduler.load_state_dict(state["scheduler"])
         restore_rng(state)
         progress, best = Progress(**json.loads(state["progress"])), state["best_model"]
-    writer = SummaryWriter(str(work / TENSORBOARD_DIR))
+    writer = scalar_writer(work / TENSORBOARD_DIR)
     metric_name = data.space.metric
     with progress_bar(total=per_epoch * schedule.epochs, initial=per_epoch * progress.epochs_done, unit="batch",
                       desc="fine-tuning") as bar:
