@@ -27,6 +27,7 @@ import torch
 from benchmarks.common import (
     Goal, Result, Table, cosines, device_name, length_summary, sample_note, sample_proteins, student_model, tokenize,
 )
+from protkit.models.cpu import this_cpu
 from protkit.models.esmc import ESMC_PRESETS, ESMCConfig, random_esmc
 from protkit.models.prothash import ProtHash
 from protkit.sequences.batching import token_budget_batches
@@ -191,12 +192,8 @@ def length_sorted_batches(tokens: list[list[int]], max_tokens: int) -> list[Toke
 
 
 def cpu_flags() -> str:
-    """The CPU's bf16/fp16 instruction-set flags among ``ISA_FLAGS`` (from /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    """The CPU's bf16/fp16 instruction-set flags among ``ISA_FLAGS`` (protkit.models.cpu reads them)."""
+    flags = this_cpu().flags
     return ", ".join(f for f in ISA_FLAGS if f in flags) or "none of " + ", ".join(ISA_FLAGS)
 
 

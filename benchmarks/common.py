@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from protkit.embed.embedder import BatchRunner, embed_token_lists, pooled_embeddings
+from protkit.models.cpu import this_cpu
 from protkit.models.prothash.config import PRESETS, ProtHashConfig
 from protkit.models.prothash.model import ProtHash
 from protkit.sequences.fasta import read_fasta
@@ -408,13 +409,8 @@ def spread(values: Sequence[float]) -> str:
 
 # --- machine ---------------------------------------------------------------------------------
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model and capability class (bf16 units, int8 dot products), as protkit --version shows it."""
+    return this_cpu().describe()
 
 
 def device_name(device: torch.device) -> str:
