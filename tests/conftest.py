@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,6 +28,30 @@ def protkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PROTKIT_CACHE_DIR", str(cache))
         yield cache
+
+
+SCONTROL_SHIM = """#!/bin/sh
+# protkit's tests: the real scontrol while this machine's SLURM controller runs (the SLURM test's cluster);
+# otherwise fail at once instead of waiting ~9 s for a controller that is not there.
+if [ -s /run/slurmctld.pid ] && kill -0 "$(cat /run/slurmctld.pid)" 2>/dev/null; then
+  for real in /usr/bin/scontrol /usr/local/bin/scontrol; do [ -x "$real" ] && exec "$real" "$@"; done
+fi
+echo "scontrol: no SLURM controller is running" >&2
+exit 1
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_wait_for_a_stopped_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every snakemake run imports the SLURM executor plugin, which asks ``scontrol show config`` for
+    MinJobAge; with SLURM installed but stopped (after the SLURM test's teardown) that waits ~9 s per run.
+    A shim first on PATH answers at once unless the controller runs."""
+    shim = tmp_path_factory.mktemp("scontrol-shim")
+    (shim / "scontrol").write_text(SCONTROL_SHIM)
+    (shim / "scontrol").chmod(0o755)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{shim}:{os.environ.get('PATH', '')}")
+        yield
 
 
 @pytest.fixture(scope="module")
