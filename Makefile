@@ -22,7 +22,7 @@ $(STAMP): requirements/lock.txt requirements/esm.txt pyproject.toml
 	$(BIN)/python -c "import protkit, esm, torchao, snakemake; print('protkit environment ready:', protkit.__version__)"
 	touch $(STAMP)
 
-# Default suite: everything except tests marked slow (about 14 minutes on 2 cores). It includes the
+# Default suite: everything except tests marked slow (about 30 minutes on 2 cores; --durations shows where). It includes the
 # SLURM integration test, which (as root) installs and starts a single-node SLURM and tears it down.
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q
