@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import (
-    Goal, Result, Table, Unavailable, cosines, device_name, interleaved, length_summary, load_proteins, rate,
-    residues, sample_note, sample_proteins, spread, strided_rounds, student_model, synchronize, tokenize,
+    Goal, Result, Table, Unavailable, batch_runner, cosines, device_name, interleaved, length_summary, load_proteins,
+    rate,    residues, sample_note, sample_proteins, spread, strided_rounds, student_model, synchronize, tokenize,
 )
 from protkit.embed.embedder import BatchRunner, embed_token_lists, student_runner, teacher_runner
 from protkit.models.esmc import ESMC_PRESETS, ESMCConfig, random_esmc
@@ -76,15 +76,6 @@ def file_order_runner(runner: BatchRunner, tokens: list[list[int]], batch_size: 
             pooled, _ = runner(pad_batch([tokens[i] for i in rows]).to(device), ["mean"], False)
             out.update(zip(rows, pooled["mean"]))
         return out
-    return run
-
-
-def sorted_runner(runner: BatchRunner, tokens: list[list[int]], dim: int, max_tokens: int, device: torch.device):
-    """protkit's way: length-sorted batches under a padded-token budget."""
-    def run(items: Sequence[int]) -> dict[int, np.ndarray]:
-        items = list(items)
-        pooled, _ = embed_token_lists(runner, [tokens[i] for i in items], ["mean"], dim, max_tokens, device)
-        return dict(zip(items, pooled["mean"]))
     return run
 
 
@@ -163,9 +154,9 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     variants = {
         "teacher bf16, esm's batching (8 per batch, file order)": file_order_runner(
             teacher_runners["teacher bf16"], tokens, batch_size, device),
-        **{f"{name}, sorted token budget": sorted_runner(r, tokens, dim, s.max_tokens, device)
+        **{f"{name}, sorted token budget": batch_runner(r, tokens, dim, s.max_tokens, device)
            for name, r in teacher_runners.items()},
-        **{f"{name}, sorted token budget": sorted_runner(r, tokens, student_dim, s.max_tokens, device)
+        **{f"{name}, sorted token budget": batch_runner(r, tokens, student_dim, s.max_tokens, device)
            for name, r in student_runners.items()},
     }
     names = list(variants)
@@ -223,7 +214,8 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     result.notes += [
         f"ESM++'s setting: {s.fixed_batch} seeded random sequences of {s.fixed_length} residues, one padded batch "
         "(no padding), the whole model cast to the dtype (as protkit's teacher precision: bf16 does).",
-        f"DeepLoc mix: {sample_note(None)} (here at {s.max_length - 2}); esm's batching = {batch_size} per batch in sample order, padded to the "
+        f"DeepLoc mix: {sample_note(None)} (here at {s.max_length - 2}); esm's batching = {batch_size} per batch in "
+        "sample order, padded to the "
         "longest (what esm's ESMC.forward takes); protkit's = protkit.embed's length-sorted token-budget batches. The "
         "esm package itself is not on the GPU machine: its batching runs on protkit's model, which B1 shows "
         "bit-identical to esm's on the CPU.",

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     code = subprocess.run(argv_run, cwd=ROOT).returncode
     seconds = time.perf_counter() - start
     logs = sorted((work / ".snakemake" / "log").glob("*.snakemake.log"))
-    jobs = logs[-1].read_text().count("localrule ") + logs[-1].read_text().count("\nrule ") if logs else 0
+    log_text = logs[-1].read_text() if logs else ""
+    jobs = log_text.count("localrule ") + log_text.count("\nrule ")
     kept = args.out / "demo"
     kept.mkdir(parents=True, exist_ok=True)
     for name in SUMMARIES:

@@ -78,11 +78,11 @@ def environment(dry_run: bool, out: Path) -> dict[str, str]:
 def run_part(part: Part, out: Path, dry_run: bool, seconds: float) -> tuple[str, float]:
     """Run one part, its output to ``out/logs/<part>.log``: ``(status, wall seconds)``."""
     log_path = out / "logs" / f"{part.name}.log"
-    start = time.perf_counter()
+    argv, start = command(part, out, dry_run), time.perf_counter()
     with log_path.open("w") as log:
-        log.write("$ " + " ".join(command(part, out, dry_run)) + "\n")
+        log.write("$ " + " ".join(argv) + "\n")
         log.flush()
-        process = subprocess.Popen(command(part, out, dry_run), cwd=ROOT, env=environment(dry_run, out),
+        process = subprocess.Popen(argv, cwd=ROOT, env=environment(dry_run, out),
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             status = "ok" if process.wait(timeout=seconds) == 0 else f"failed (exit {process.returncode})"
