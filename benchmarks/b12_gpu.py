@@ -25,7 +25,7 @@ import torch
 
 from benchmarks.common import (
     Goal, Result, Table, Unavailable, batch_runner, cosines, device_name, interleaved, length_summary, load_proteins,
-    rate,    residues, sample_note, sample_proteins, spread, strided_rounds, student_model, synchronize, tokenize,
+    rate, residues, sample_note, sample_proteins, spread, strided_rounds, student_model, synchronize, tokenize,
 )
 from protkit.embed.embedder import BatchRunner, embed_token_lists, student_runner, teacher_runner
 from protkit.models.esmc import ESMC_PRESETS, ESMCConfig, random_esmc
