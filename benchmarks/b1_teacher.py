@@ -5,10 +5,17 @@ esm one sequence at a time and esm in fixed-size padded batches (input order), b
 under ``torch.inference_mode`` as protkit's cache and embed stages run. Tokenization (identical
 ids) is done once beforehand for all three. The parity error is the largest relative L2 distance,
 over every residue position, between protkit's and esm's last hidden state (after the final norm).
+
+A second table times protkit's teacher cast whole to bf16 against fp32 (the teacher cache's and
+``protkit embed``'s precision under ``auto``), with bf16's pooled and residue cosines to fp32; the goal
+asks the precision ``auto`` picks on this CPU's class to beat the other one (>= 2.5x bf16 over fp32
+where the CPU has bf16 units; elsewhere fp32 must be the faster). Without bf16 units bf16 is emulated,
+~6x slower, so it runs on the shortest proteins only.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +30,17 @@ from benchmarks.common import (
     Goal, Result, Table, device_name, forward_flops, interleaved, length_summary, matmul_peak, max_relative_l2,
     nonembedding_params, rate, residues, sample_note, sample_proteins, spread, strided_rounds, tokenize,
 )
+from protkit.models.cpu import this_cpu
 from protkit.models.esmc.model import ESMC, ESMC_PRESETS, ESMCConfig
+from protkit.models.precision import BF16_POOLED_COSINE, BF16_RESIDUE_COSINE_P1, auto_precision
 from protkit.sequences.batching import chunks, token_budget_batches
 from protkit.sequences.tokenize import pad_batch
 
-KEY, TITLE = "B1", "teacher: protkit ESMC vs esm ESMC (300M, fp32)"
+KEY, TITLE = "B1", "teacher: protkit ESMC vs esm ESMC (300M, fp32; bf16 vs fp32)"
 GOAL = 1.2
 PARITY_TOL = 1e-4  # largest relative L2 error tolerated at any residue position (fp32)
+GOAL_BF16, GOAL_BF16_VS_ESM = 2.5, 2.0  # on CPUs with bf16 units: bf16 over fp32, and over esm's best (issue 25)
+EMULATED_SAMPLE = 8  # proteins (the shortest) timed in bf16 where the CPU emulates it
 
 
 @dataclass(frozen=True)
@@ -180,7 +191,60 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     ]
     for name, error in errors.items():
         result.require(error <= PARITY_TOL, f"{name}: parity error {error:.2e} exceeds {PARITY_TOL:g}")
+    _precision_table(result, s, ours, tokens, device, esm_speedup=speedup)
     return result
+
+
+def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+
+
+def _precision_table(result: Result, s: Settings, ours: ESMC, tokens: list[list[int]], device: torch.device,
+                     esm_speedup: float) -> None:
+    """protkit's teacher in bf16 vs fp32, the same batches; the goal of the precision ``auto`` picks here."""
+    native = device.type == "cuda" or this_cpu().bf16_units
+    by_length = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
+    rounds = strided_rounds(len(tokens), s.rounds) if native else [by_length[:EMULATED_SAMPLE]]
+    bf16_model = copy.deepcopy(ours).to(torch.bfloat16)
+    variants = {"protkit fp32": protkit_sorted(ours, tokens, s.max_tokens, device),
+                "protkit bf16": protkit_sorted(bf16_model, tokens, s.max_tokens, device)}
+    timings = interleaved(variants, rounds, [by_length[:2]], device)
+    del bf16_model
+    low, ref = ({i: h for out in timings.outputs[n] for i, h in out.items()} for n in variants)
+    pooled = torch.stack([_cosines(low[i].mean(0), ref[i].mean(0)) for i in ref])
+    per_residue = torch.cat([_cosines(low[i], ref[i]) for i in ref])
+    pooled_min, residue_p1 = float(pooled.min()), float(torch.quantile(per_residue, 0.01))
+    n_res = sum(len(tokens[i]) - 2 for rows in rounds for i in rows)
+    sample = f"{sum(len(r) for r in rounds)} proteins, {n_res:,} residues" + ("" if native else " (the shortest)")
+    table = Table(f"B1 teacher precision, protkit ESMC fp32 vs bf16 (cast whole), {sample}, {len(rounds)} "
+                  "interleaved rounds",
+                  ["precision", "residues/s", "speed-up vs fp32 (median [min-max])", "min pooled cosine to fp32",
+                   "1st-percentile residue cosine"])
+    for name in variants:
+        is_bf16 = name.endswith("bf16")
+        table.rows.append([name, rate(n_res / timings.total(name)), spread(timings.speedups(name, "protkit fp32")),
+                           f"{pooled_min:.6f}" if is_bf16 else "reference",
+                           f"{residue_p1:.5f}" if is_bf16 else "reference"])
+    result.tables.append(table)
+    auto = auto_precision(device, "teacher")
+    other = "fp32" if auto == "bf16" else "bf16"
+    fidelity = f"bf16 min pooled cosine {pooled_min:.5f} >= {BF16_POOLED_COSINE}, residue p1 {residue_p1:.4f} >= " \
+               f"{BF16_RESIDUE_COSINE_P1}"
+    faithful = pooled_min >= BF16_POOLED_COSINE and residue_p1 >= BF16_RESIDUE_COSINE_P1
+    gain = timings.speedup(f"protkit {auto}", f"protkit {other}")
+    where = f"class {this_cpu().capability_class}" if device.type == "cpu" else "GPU"
+    result.goals.append(Goal(f"teacher under auto ({auto} on {where}) vs {other}, residues/s",
+                             GOAL_BF16 if auto == "bf16" else 1.0, gain, fidelity if auto == "bf16" else "",
+                             faithful or auto != "bf16"))
+    if auto == "bf16":
+        result.goals.append(Goal("teacher bf16 vs esm's best (bf16 over protkit fp32 x protkit fp32 over esm)",
+                                 GOAL_BF16_VS_ESM, gain * esm_speedup, fidelity, faithful))
+    result.notes.append(
+        f"Precision: {this_cpu().describe() if device.type == 'cpu' else 'GPU'}; auto runs the teacher in {auto} "
+        "here. " + ("" if native else f"bf16 is emulated on this CPU, so it was timed on the {EMULATED_SAMPLE} "
+                    f"shortest proteins only; the goals of {GOAL_BF16}x over fp32 and {GOAL_BF16_VS_ESM}x over esm "
+                    "apply to CPUs with bf16 units (AMX, AVX512-BF16).")
+    )
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 stages) against protkit's esmc_300m (all seeded random weights, fp32), on B1's sequences with the
 same length-sorted token-budget batching, through protkit's embedding loop
 (``protkit.embed.embedder.pooled_embeddings``, mean pooling; the 1.0 student's stage 4 through its
-adapter, as ``protkit embed`` runs it). On a CPU the V2 student also runs as ``protkit embed`` runs
-it there (onnxruntime fp32, and int8 with ``--int8``), and its goal takes the fastest student path
-whose vectors keep cosine >= 0.999 to torch fp32; the 1.0 student runs in torch only (as in
-``protkit embed``) and has a goal of its own."""
+adapter, as ``protkit embed`` runs it). The V2 student also runs in torch bf16 and, on a CPU, as
+``protkit embed`` runs it there (onnxruntime fp32, and int8 with ``--int8``), and its goal takes the
+fastest student path whose vectors keep cosine >= 0.999 to torch fp32; the 1.0 student runs in torch
+fp32 only and has a goal of its own."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from benchmarks.common import (
 )
 from protkit.embed.embedder import student_forward, teacher_forward
 from protkit.embed.loading import load_embedder
+from protkit.models.cpu import this_cpu
 from protkit.models.esmc.weights import random_esmc
 from protkit.models.prothash_v1 import PRESETS as V1_PRESETS
 from protkit.models.prothash_v1 import StagedConfig, StagedProtHash
@@ -46,7 +47,9 @@ V1_STAGE = 4
 STUDENT_REPEATS = 3
 ALONE_COSINE = 0.99999  # a batched vector against the same sequence embedded alone, unpadded
 GOAL_COSINE = 0.999  # a faster student path counts for the goal only if it keeps this to torch fp32
-ONNX_PATHS = {"student, onnxruntime fp32": False, "student, onnxruntime int8": True}  # CPU only
+# more paths of the V2 student, as protkit embed loads them: name -> (backend, int8, precision); onnxruntime on CPUs
+STUDENT_PATHS = {"student, torch bf16": ("torch", False, "bf16"), "student, onnxruntime fp32": ("onnxruntime", False, "fp32"),
+                 "student, onnxruntime int8": ("onnxruntime", True, "fp32")}
 
 
 def alone(forward, token_list: list[int], device: torch.device) -> np.ndarray:
@@ -93,13 +96,15 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
     rounds = strided_rounds(len(tokens), s.rounds)
     shortest = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))[:2]
     with tempfile.TemporaryDirectory(prefix="protkit-b2-") as tmp, scratch_cache(Path(tmp)):
-        onnx = []
-        if device.type == "cpu":
-            directory = saved_student(student, Path(tmp) / "student")
-            for name, int8 in ONNX_PATHS.items():
-                runner = load_embedder(directory, int8=int8, backend="onnxruntime", device=device, poolings=["mean"]).runner
-                variants[name] = batch_runner(runner, tokens, dims[1], s.max_tokens, device)
-                onnx.append(name)
+        more = []
+        directory = saved_student(student, Path(tmp) / "student")
+        for name, (backend, int8, precision) in STUDENT_PATHS.items():
+            if backend == "onnxruntime" and device.type != "cpu":
+                continue
+            runner = load_embedder(directory, int8=int8, backend=backend, precision=precision, device=device,
+                                   poolings=["mean"]).runner
+            variants[name] = batch_runner(runner, tokens, dims[1], s.max_tokens, device)
+            more.append(name)
         repeats = {name: STUDENT_REPEATS for name in list(variants)[1:]}
         timings = interleaved(variants, rounds, [shortest], device, repeats=repeats)
 
@@ -128,7 +133,7 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
         result.require(cosine >= ALONE_COSINE, f"{name}: batched vs alone cosine {cosine:.6f} < {ALONE_COSINE}")
     best, best_cosine = names[1], 1.0
     reference = timings.stacked(names[1], len(tokens))
-    for name in onnx:
+    for name in more:
         cosine = float(cosines(timings.stacked(name, len(tokens)), reference).min())
         table.rows.append([name, "ProtHash-V2-384-Tiny" if not quick else "tiny ProtHash", table.rows[1][2],
                            rate(residues(tokens) / timings.total(name)), spread(timings.speedups(name, names[0])),
@@ -145,9 +150,11 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
         f"Same sequences as B1 ({sample_note(s.max_residues)}) and the same batching for every model: "
         f"protkit.embed.embedder.pooled_embeddings (length-sorted, {s.max_tokens} padded tokens per batch, mean pooling, "
         "inference_mode).",
-        f"Students timed {STUDENT_REPEATS} times per round (median), teacher once. On a CPU the V2 student also "
-        "runs in onnxruntime (fp32 and int8, loaded by load_embedder as protkit embed does); its goal row names "
-        f"the fastest student path with min cosine >= {GOAL_COSINE} to the torch fp32 student.",
+        f"Students timed {STUDENT_REPEATS} times per round (median), teacher once. The V2 student also runs in "
+        "torch bf16 and, on a CPU, in onnxruntime (fp32 and int8), each loaded by load_embedder as protkit embed "
+        f"does; its goal row names the fastest student path with min cosine >= {GOAL_COSINE} to the torch fp32 "
+        f"student. CPU: {this_cpu().describe()} (bf16 is emulated without bf16 units); the teacher's bf16 is "
+        "B1's second table.",
         f"v1 student: the ProtHash 1.0 student ({'V1_QUICK' if quick else V1}: "
         f"{v1.config.d_model}-d, {v1.config.heads} heads, {'/'.join(map(str, v1.config.stage_layers))} blocks per "
         f"stage, adapter to {v1.config.teacher_dim}), seeded random weights, torch fp32 (the only path protkit embed "

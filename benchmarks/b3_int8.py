@@ -27,6 +27,7 @@ from benchmarks.common import (
     sample_proteins, spread, strided_rounds, student_model, tokenize,
 )
 from protkit.embed.embedder import student_forward
+from protkit.models.cpu import this_cpu
 from protkit.models.prothash.int8 import quantize_model
 
 log = logging.getLogger("benchmarks.b3")
@@ -152,6 +153,15 @@ def run(device: torch.device, quick: bool, data_dir: Path) -> Result:
         f"Cosines are over every sequence (mean pooling, teacher width); compiled fp32 must match eager fp32 to "
         f"{COMPILE_COSINE}, int8 must reach {SANE_COSINE} (else the run fails), the goal asks {GOAL_COSINE}.",
     ]
+    if device.type == "cpu":
+        cpu = this_cpu()
+        result.notes.append(
+            f"CPU: {cpu.describe()}. " + ("torchao's int8 runs on int8 dot products here; whether `protkit embed "
+                                          "--int8` uses it or onnxruntime's int8 follows B7's rows for this class."
+                                          if cpu.int8_dot else "Without int8 dot products torchao's int8 can "
+                                          "saturate, so `protkit embed --int8` never picks it here (onnxruntime's "
+                                          "int8 instead; B7).")
+        )
     return result
 
 

@@ -96,6 +96,8 @@ def document(results: list[Result], command: str, date: str, seconds: float, qui
         "then wait for each other at every operation, which slows many small operations far more than "
         "a few large matmuls, so ratios shift too).",
         "",
+        CPU_CLASSES_SECTION,
+        "",
         GPU_DOC_SECTION,
         "",
         f"- command: `{command}`",
@@ -111,6 +113,17 @@ def document(results: list[Result], command: str, date: str, seconds: float, qui
     for r in results:
         lines.append(r.markdown(command, date))
     return "\n".join(lines)
+
+
+CPU_CLASSES_SECTION = """\
+**CPU classes.** Every header names the CPU's class (`protkit.models.cpu`: `amx`, `avx512-bf16`, `vnni`,
+`avx512`, `avx2`, `baseline`), because the fast paths differ with it: B1's second table times the teacher in
+bf16 against fp32, B2 and B7 time the student in torch bf16 beside fp32 and onnxruntime, and B7's rows per
+class are the table `protkit embed --backend auto --precision auto` chooses from (`protkit/embed/cpu_paths.json`;
+`python -m benchmarks.cpu_paths --update docs/benchmarks.md` re-measures this machine's class and its B7
+section). Goals per class: on CPUs with bf16 units, the teacher in bf16 >= 2.5x fp32 and >= 2x esm's best, the
+student's default >= 1.4x onnxruntime fp32; on other CPUs `auto` must keep the faster precision (fp32) and
+today's student path. Without bf16 units bf16 is emulated, so B1 times it on its 8 shortest proteins only."""
 
 
 SECTION = re.compile(r"^## (B\d+) .*\((.+)\)$")  # "## B8 title (cpu)": benchmark and device

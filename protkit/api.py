@@ -13,8 +13,8 @@ Every call runs ``protkit embed``'s own code: the sequences are checked and clea
 records are (:mod:`protkit.sequences.alphabet`: upper-cased, a final ``*`` dropped), written to a
 temporary FASTA file and embedded by :func:`protkit.embed.run.embed_fasta` with the
 :class:`~protkit.embed.embedder.Embedder` that :func:`protkit.embed.loading.load_embedder` gives for
-the same options and poolings. So the backend choice (onnxruntime for a student on a CPU, torch
-otherwise), the batching (padded tokens per batch, length-sorted, identical sequences once), the
+the same options and poolings. So the backend and precision choice (on a CPU the path measured fastest
+on its capability class, torch on GPUs), the batching (padded tokens per batch, length-sorted, identical sequences once), the
 poolings and the over-length rule are the command's, and the vectors equal the parquet file it
 writes for the same sequences.
 """
@@ -59,7 +59,7 @@ class EmbeddingModel:
     """A model loaded for embedding (:func:`load`); :meth:`embed` and :meth:`embed_table`."""
 
     def __init__(self, model: str | Path, *, int8: bool = False, backend: str = "auto", device: str = "auto",
-                 precision: str = "fp32", max_tokens: int | None = None) -> None:
+                 precision: str = "auto", max_tokens: int | None = None) -> None:
         self.source = str(model)
         self.options = {"int8": int8, "precision": precision, "backend": backend, "device": device}
         self.max_tokens = max_tokens
@@ -148,14 +148,15 @@ class EmbeddingModel:
 
 
 def load(model: str | Path, *, int8: bool = False, backend: str = "auto", device: str = "auto",
-         precision: str = "fp32", max_tokens: int | None = None) -> EmbeddingModel:
+         precision: str = "auto", max_tokens: int | None = None) -> EmbeddingModel:
     """Load ``model`` for embedding, as ``protkit embed --model`` does: a student directory (protkit's
     or the ``prothash`` package's), a Hub id (``andrewdalpino/ProtHash-V2-384-Tiny``), an ``.onnx``
     file, or the teacher (``esmc_300m``, ``esmc_600m``, a weights file).
 
     ``int8``: onnxruntime's int8 on a CPU, the ``int8/`` artifact with ``backend="torch"`` or on a GPU.
-    ``backend``: ``auto`` (onnxruntime for a student on a CPU, torch otherwise), ``torch`` or
-    ``onnxruntime``. ``device``: ``auto``, ``cpu``, ``cuda[:N]``. ``precision``: ``fp32``, ``bf16``,
+    ``backend``: ``auto`` (on a CPU the student path measured fastest on its capability class, torch
+    otherwise), ``torch`` or ``onnxruntime``. ``device``: ``auto``, ``cpu``, ``cuda[:N]``. ``precision``:
+    ``auto`` (bf16 on CPUs with bf16 units and for the teacher on GPUs, fp32 elsewhere), ``fp32``, ``bf16``,
     ``fp16`` (torch). ``max_tokens``: padded tokens per batch (default: the measured best for the device).
     A missing model raises FileNotFoundError, an unusable one a ``ValueError`` naming the file (as the command).
     """

@@ -30,6 +30,24 @@ def protkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield cache
 
 
+TEST_CPU_FLAGS = "avx2 fma"  # the AVX2 class: defaults fp32, onnxruntime for students
+
+
+@pytest.fixture(scope="session", autouse=True)
+def same_cpu_paths_on_every_machine() -> Iterator[str]:
+    """Run the suite on the AVX2 class's ``auto`` paths on every machine (subprocesses too, through
+    ``PROTKIT_CPU_FLAGS``), so that tolerances written against fp32 hold on an AMX CPU as well; the
+    per-class choices are tested with capabilities of their own (tests/models/test_precision.py), and
+    this machine's own default path in tests/embed/test_cpu_paths.py."""
+    from protkit.models.cpu import FLAGS_ENV, this_cpu
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(FLAGS_ENV, TEST_CPU_FLAGS)
+        this_cpu.cache_clear()
+        yield TEST_CPU_FLAGS
+    this_cpu.cache_clear()
+
+
 SCONTROL_SHIM = """#!/bin/sh
 # protkit's tests: the real scontrol while this machine's SLURM controller runs (the SLURM test's cluster);
 # otherwise fail at once instead of waiting ~9 s for a controller that is not there.

@@ -277,3 +277,22 @@ def test_b2_v1_student_embeds_stage4_through_its_adapter() -> None:
     torch.testing.assert_close(mean, expected)
     idle = sum(p.numel() for a in list(model.adapters)[:3] for p in a.parameters())
     assert b2.v1_used_params(model) == common.nonembedding_params(model) - idle > 0
+
+
+def test_cpu_paths_records_this_class_and_auto_follows_it(shared_data: Path, tmp_path: Path, capsys) -> None:
+    """``python -m benchmarks.cpu_paths`` writes B7's rows under this CPU's class; the choice reads them."""
+    from benchmarks import cpu_paths
+    from protkit.embed.cpu_paths import PATHS_FILE, choose_cpu_path, measured_classes
+    from protkit.models.cpu import this_cpu
+
+    table = tmp_path / "paths.json"
+    assert cpu_paths.main(["--quick", "--data", str(shared_data), "--table", str(table)]) == 0
+    classes, shipped = measured_classes(table), measured_classes(PATHS_FILE)
+    entry = classes[this_cpu().capability_class]
+    assert set(entry["residues_per_s"]) == {"torch fp32", "torch bf16", "torch int8", "onnxruntime fp32",
+                                            "onnxruntime int8"}
+    assert entry["min_cosine"]["onnxruntime fp32"] >= 0.99999 and "B7 --quick" in entry["source"]
+    assert {k: v for k, v in classes.items() if k != this_cpu().capability_class} == \
+        {k: v for k, v in shipped.items() if k != this_cpu().capability_class}
+    chosen = choose_cpu_path(this_cpu(), int8=False, classes=classes)
+    assert f"auto now runs students on {chosen.backend} {chosen.precision}" in capsys.readouterr().out

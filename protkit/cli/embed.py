@@ -9,7 +9,7 @@ from protkit.cli.types import pooling_list, positive_int
 from protkit.embed.loading import BACKENDS, CPU_MAX_TOKENS, CUDA_MAX_TOKENS
 from protkit.embed.settings import OVERLENGTH
 from protkit.export import FORMATS as EXPORT_FORMATS
-from protkit.models.device import PRECISIONS
+from protkit.models.precision import PRECISION_OPTIONS
 from protkit.sequences.alphabet import ALPHABET_POLICIES
 from protkit.sequences.pooling import EMBED_POOLINGS
 
@@ -54,10 +54,12 @@ def add_embed(commands: argparse._SubParsersAction) -> None:
                        help="tokens per sequence incl. CLS/EOS (default: the model's context length)")
     embed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     embed.add_argument("--backend", default="auto", choices=BACKENDS,
-                       help="students: torch or onnxruntime (default auto: onnxruntime for pooled fp32/int8 vectors on "
-                       "the CPU, the fastest measured; torch on GPUs, for --precision bf16/fp16 and --per-residue)")
-    embed.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                       help="float type of the forward pass (default fp32; bf16/fp16 for GPUs)")
+                       help="students: torch or onnxruntime (default auto: on a CPU the path measured fastest on its "
+                       "class, protkit --version names it: onnxruntime fp32 on AVX2 CPUs, torch bf16 on AMX CPUs; "
+                       "torch on GPUs, for --precision bf16/fp16 and --per-residue)")
+    embed.add_argument("--precision", default="auto", choices=PRECISION_OPTIONS,
+                       help="float type of the forward pass (default auto: bf16 on CPUs with bf16 units and for the "
+                       "teacher on GPUs, fp32 elsewhere)")
     embed.add_argument("--int8", action="store_true",
                        help="int8 student: torch uses MODEL/int8/ (torchao); onnxruntime its own dynamic int8 (see README)")
     embed.add_argument("--fp16", action="store_true", help="store vectors as float16 (half the file size)")

@@ -23,6 +23,7 @@ import protkit
 from protkit.cli.embed import add_embed, add_export, run_embed, run_export
 from protkit.cli.finetune import add_finetune, add_predict, run_finetune, run_predict
 from protkit.cli.search import add_commands, run_search
+from protkit.embed.cpu_paths import describe_auto
 from protkit.models.cpu import this_cpu
 
 log = logging.getLogger("protkit")
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="protkit", description=protkit.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version",
-                        version=f"protkit {protkit.__version__}\nCPU: {this_cpu().describe()}")
+                        version=f"protkit {protkit.__version__}\nCPU: {this_cpu().describe()}\n"
+                                f"auto on this CPU: {describe_auto(this_cpu())}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_embed(commands)

@@ -103,7 +103,7 @@ def stage_source(settings: VariantSettings, cache_dir: str | Path, manifest: dic
         raise ValueError(f"{key}.training.stage_targets is 'teacher' but no teacher was given to run beside the "
                          "student")
     model, weights_sha256 = teacher_from_config(teacher["weights"], random=teacher.get("random"), device="cpu",
-                                                dtype=teacher.get("precision", "fp32"))
+                                                dtype=teacher.get("precision", "auto"))
     try:
         layers = stage_layers_for(teacher["weights"], model.config.n_layers, training.teacher_layers)
     except ValueError as err:

@@ -1,9 +1,11 @@
 """``--model`` to :class:`~protkit.embed.embedder.Embedder`: what a model argument names, which backend
 runs it, and the batching defaults, with errors that name the file.
 
-The CPU defaults come from the B7 benchmark (docs/benchmarks.md; README, "Backends"): on CPU a
-fp32 student runs in onnxruntime (the fastest fp32 path measured, vectors equal to torch's to
-~1e-6), in batches of :data:`CPU_MAX_TOKENS` padded tokens; on CUDA everything runs in torch.
+The CPU defaults come from measurements (docs/benchmarks.md; README, "Backends"): with ``--backend auto
+--precision auto`` a student runs on the path :mod:`protkit.embed.cpu_paths` measured fastest on the CPU's
+capability class (onnxruntime fp32 on AVX2 CPUs, torch bf16 on AMX CPUs), the teacher in the precision
+:mod:`protkit.models.precision` picks (bf16 on CPUs with bf16 units), in batches of :data:`CPU_MAX_TOKENS`
+padded tokens; on CUDA everything runs in torch.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from typing import Sequence
 
 import torch
 
+from protkit.embed.cpu_paths import choose_cpu_path
 from protkit.embed.embedder import Embedder, EmbedError, TorchRunner, student_runner, teacher_runner
 from protkit.io.digests import file_sha256, json_sha256
-from protkit.models.device import DTYPES, PRECISIONS, resolve_device
+from protkit.models.cpu import this_cpu
+from protkit.models.device import DTYPES, resolve_device
 from protkit.models.esmc.model import CONTEXT_LENGTH as ESMC_CONTEXT
+from protkit.models.precision import AUTO, PRECISION_OPTIONS, resolve_precision
 from protkit.models.prothash_v1.checkpoint import detect_v1_format
 from protkit.models.prothash_v1.config import N_STAGES
 from protkit.models.resolve import FoundModel, ModelKind, classify_model, load_student, load_teacher_weights
@@ -35,7 +40,7 @@ def load_embedder(
     model: str | Path,
     *,
     int8: bool = False,
-    precision: str = "fp32",
+    precision: str = AUTO,
     backend: str = "auto",
     device: str | torch.device = "auto",
     per_residue: bool = False,
@@ -51,8 +56,9 @@ def load_embedder(
     - an ``.onnx`` file written by ``protkit export --format onnx`` (onnxruntime backend).
 
     ``int8``: torch: the student's ``int8/`` artifact (quantized now when absent); onnxruntime: its
-    own dynamic int8. ``precision``: the float type of the forward pass (fp32, bf16, fp16).
-    ``backend``: ``torch``, ``onnxruntime`` (students on the CPU) or ``auto`` (:func:`choose_backend`).
+    own dynamic int8. ``precision``: the float type of the forward pass (fp32, bf16, fp16), or ``auto``
+    (:mod:`protkit.models.precision`; for a student with ``backend="auto"`` on a CPU, the measured path).
+    ``backend``: ``torch``, ``onnxruntime`` (students on the CPU) or ``auto`` (:func:`choose_path`).
     ``per_residue``: per-residue vectors will be asked for (torch only). ``poolings``: the poolings
     that will be asked for (a concatenated name such as ``mean+std`` counts as its parts); onnxruntime
     exports a graph with just those (onnxruntime runs every node of a graph, and ``max`` costs ~7%),
@@ -60,8 +66,8 @@ def load_embedder(
     ``stage``: for a ProtHash 1.0 student, the encoder stage whose vectors (through its adapter) to give,
     1 to 4 (None: 4); refused for other models. ProtHash 1.0 students run in torch, without int8.
     """
-    if precision not in PRECISIONS:
-        raise EmbedError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in PRECISION_OPTIONS:
+        raise EmbedError(f"precision must be one of {', '.join(PRECISION_OPTIONS)}, got {precision!r}")
     if backend not in BACKENDS:
         raise EmbedError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     device = resolve_device(device) if isinstance(device, str) else device
@@ -73,21 +79,22 @@ def load_embedder(
         raise EmbedError(f"model {model}: --stage picks one of the four stages of a ProtHash 1.0 student; this "
                          f"{found.kind.value} model has one output: drop --stage")
     if staged:
-        return _staged_student(str(model), found, N_STAGES if stage is None else stage, int8, precision, backend,
-                               device)
+        return _staged_student(str(model), found, N_STAGES if stage is None else stage, int8,
+                               resolve_precision(precision, device, "student"), backend, device)
     if found.kind == ModelKind.TEACHER:
         if int8:
             raise EmbedError(f"model {model}: --int8 is for ProtHash students; the ESMC teacher runs in fp32/bf16/fp16")
         if backend == "onnxruntime":
             raise EmbedError(f"model {model}: the onnxruntime backend runs ProtHash students only; use --backend torch")
-        return _teacher(str(model), found.path, precision, device)
+        return _teacher(str(model), found.path, resolve_precision(precision, device, "teacher"), device)
     if found.kind == ModelKind.ONNX:
         if backend == "torch":
             raise EmbedError(f"model {model}: an ONNX file runs in onnxruntime; for --backend torch pass the "
                              "student directory")
-        chosen = "onnxruntime"
+        chosen, precision = "onnxruntime", "fp32" if precision == AUTO else precision
     else:
-        chosen = choose_backend(backend, device, precision, per_residue, found.kind == ModelKind.STUDENT, poolings)
+        fp32_student = found.kind == ModelKind.STUDENT
+        chosen, precision = choose_path(backend, precision, device, int8, per_residue, fp32_student, poolings)
     if chosen == "onnxruntime":
         beyond_onnx = [p for p in poolings or () if p not in POOLINGS]
         if beyond_onnx:
@@ -106,19 +113,31 @@ def load_embedder(
     return _torch_student(str(model), found, int8, precision, device)
 
 
-def choose_backend(backend: str, device: torch.device, precision: str, per_residue: bool, fp32_student: bool,
-                   poolings: Sequence[str] | None = None) -> str:
-    """``auto``: onnxruntime for an fp32-weights student on the CPU asked for pooled fp32 vectors
-    that ONNX graphs give (``poolings`` within :data:`~protkit.sequences.pooling.POOLINGS`; None: the
-    defaults) (fastest measured, B7), torch otherwise (GPUs, bf16/fp16, per-residue, int8 artifacts,
-    std/var/median/norm)."""
-    if backend != "auto":
-        return backend
+def choose_path(backend: str, precision: str, device: torch.device, int8: bool, per_residue: bool,
+                fp32_student: bool, poolings: Sequence[str] | None = None) -> tuple[str, str]:
+    """The backend and precision a student runs with.
+
+    ``backend="auto"``: on the CPU with ``precision="auto"``, the path measured fastest on the CPU's
+    capability class (:func:`~protkit.embed.cpu_paths.choose_cpu_path`); with an explicit fp32, onnxruntime
+    (B7). Either way onnxruntime only for an fp32-weights student asked for pooled vectors that ONNX graphs
+    give (``poolings`` within :data:`~protkit.sequences.pooling.POOLINGS`; None: the defaults), torch otherwise
+    (GPUs, bf16/fp16, per-residue, int8 artifacts, std/var/median/norm). ``precision="auto"``: fp32 for int8
+    models and onnxruntime, else :func:`~protkit.models.precision.resolve_precision`'s choice."""
     onnx_poolings = all(p in POOLINGS for p in poolings or ())
-    onnx_ok = device.type == "cpu" and precision == "fp32" and not per_residue and fp32_student and onnx_poolings
-    if onnx_ok and importlib.util.find_spec("onnxruntime") is not None:
-        return "onnxruntime"
-    return "torch"
+    onnx_ok = (device.type == "cpu" and not per_residue and fp32_student and onnx_poolings
+               and importlib.util.find_spec("onnxruntime") is not None)
+    quantized = int8 or not fp32_student
+    if backend == "auto" and precision == AUTO and device.type == "cpu":
+        path = choose_cpu_path(this_cpu(), quantized)
+        if path.backend == "torch" or onnx_ok:
+            log.info("backend and precision auto: %s %s (%s)", path.backend, path.precision, path.reason)
+            return path.backend, path.precision
+        backend = "torch"  # the poolings or per-residue vectors need torch: auto precision below
+    elif backend == "auto":
+        backend = "onnxruntime" if onnx_ok and precision in ("fp32", AUTO) else "torch"
+    if precision == AUTO:
+        precision = "fp32" if quantized or backend == "onnxruntime" else resolve_precision(AUTO, device, "student")
+    return backend, precision
 
 
 def default_max_tokens(embedder: Embedder) -> int:
@@ -140,6 +159,9 @@ def _torch_student(source: str, found: FoundModel, int8: bool, precision: str, d
     student = load_student(found, int8=int8)
     if student.quantization is not None and precision != "fp32":
         raise EmbedError(f"model {source}: an int8 model runs with fp32 activations; drop --precision {precision}")
+    if student.quantization is not None and device.type == "cpu" and not this_cpu().int8_dot:
+        log.warning("model %s: torch's int8 on a CPU without int8 dot products (%s) can saturate (B3: cosine 0.955 "
+                    "to fp32); onnxruntime's int8 (--backend auto) keeps 0.9998", source, this_cpu().describe())
     dtype = DTYPES[precision]
     net = student.model.to(device) if student.quantization else student.model.to(device=device, dtype=dtype)
     net.eval()

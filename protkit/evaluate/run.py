@@ -234,14 +234,14 @@ def evaluate_variant(
     throughput_sequences: int = 64,
     ridge_alpha: float = 1.0,
     teacher_random: dict | None = None,
-    teacher_dtype: str = "fp32",
+    teacher_dtype: str = "auto",
     sample_seed: int = 0,
     probes: dict | None = None,
 ) -> Evaluation:
     """Evaluate ``model_dir`` (fp32) and ``int8_dir`` against the teacher cache and on the
     ``probes`` (the configuration's ``probes`` section); :func:`protkit.evaluate.report.write_report`
     writes the result."""
-    from protkit.models.device import resolve_device
+    from protkit.models.device import precision_of, resolve_device
     from protkit.models.prothash.int8 import load_quantized, read_quantization_info
     from protkit.teacher.loading import teacher_from_config
 
@@ -267,7 +267,7 @@ def evaluate_variant(
         "model_dir": str(model_dir),
         "teacher": manifest.get("teacher"),
         "teacher_weights_sha256": teacher_sha,
-        "teacher_dtype": teacher_dtype,
+        "teacher_dtype": precision_of(next(teacher.parameters()).dtype),  # auto resolved
         "cache_fingerprint": manifest.get("fingerprint"),
         "untrained_seed": untrained_seed,
         "sizes": {"fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "int8_ratio": int8_bytes / fp32_bytes},

@@ -183,7 +183,7 @@ def evaluate_staged_variant(
     teacher_weights: str | Path,
     *,
     teacher_random: dict | None = None,
-    teacher_dtype: str = "fp32",
+    teacher_dtype: str = "auto",
     teacher_layers: Sequence[int] | None = None,
     max_tokens: int = 16384,
     max_length: int | None = None,
@@ -199,7 +199,7 @@ def evaluate_staged_variant(
     the ``split`` proteins of ``sequences_parquet``; write ``stages.json`` and ``stages.md`` into
     ``out_dir`` and return the metrics. ``max_length``: tokens incl. CLS/EOS (default: the cache's, at
     most the student's context); ``teacher_layers``: see :func:`student_teacher_layers`."""
-    from protkit.models.device import resolve_device
+    from protkit.models.device import precision_of, resolve_device
     from protkit.models.prothash_v1.model import load_staged_dir
     from protkit.teacher.layout import read_manifest
     from protkit.teacher.loading import teacher_from_config
@@ -232,7 +232,7 @@ def evaluate_staged_variant(
         "student_config": student.config.to_dict(),
         "teacher": manifest.get("teacher"),
         "teacher_weights_sha256": teacher_sha,
-        "teacher_dtype": teacher_dtype,
+        "teacher_dtype": precision_of(next(teacher.parameters()).dtype),  # auto resolved
         "teacher_layers": list(layers),
         "teacher_layers_source": layers_source,
         "cache_fingerprint": manifest.get("fingerprint"),

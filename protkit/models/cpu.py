@@ -9,12 +9,14 @@ module is the one place that reads the flags; ``protkit --version`` and every be
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
+FLAGS_ENV = "PROTKIT_CPU_FLAGS"  # set: these flags (space or comma separated) instead of the CPU's own
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # bf16 matrix or dot-product units
 INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")  # int8 dot products that do not saturate
 SHOWN_FLAGS = {"amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8", "avx512_bf16": "AVX512-BF16",
@@ -69,8 +71,16 @@ def read_cpu(cpuinfo: str) -> CpuCapabilities:
 
 @lru_cache(maxsize=1)
 def this_cpu() -> CpuCapabilities:
-    """This machine's CPU (no flags where ``/proc/cpuinfo`` cannot be read: the baseline class)."""
+    """This machine's CPU (no flags where ``/proc/cpuinfo`` cannot be read: the baseline class).
+
+    ``PROTKIT_CPU_FLAGS`` replaces the flags it reports, so that every node of a mixed cluster takes the
+    same ``auto`` paths (``PROTKIT_CPU_FLAGS=avx2``: the AVX2 defaults) and so the test suite can run the
+    same paths on every machine."""
     try:
-        return read_cpu(CPUINFO.read_text())
+        found = read_cpu(CPUINFO.read_text())
     except OSError:
-        return CpuCapabilities(platform.processor() or platform.machine(), frozenset())
+        found = CpuCapabilities(platform.processor() or platform.machine(), frozenset())
+    override = os.environ.get(FLAGS_ENV)
+    if override is None:
+        return found
+    return CpuCapabilities(f"{found.model} [flags from {FLAGS_ENV}]", frozenset(override.replace(",", " ").split()))

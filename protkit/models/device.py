@@ -7,10 +7,11 @@ import os
 
 import torch
 
+from protkit.models.precision import PRECISIONS
+
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISIONS = tuple(DTYPES)  # fp32, bf16, fp16: the float types a forward pass may run in
+DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16, torch.float16)))
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -28,6 +29,14 @@ def resolve_device(requested: str = "auto") -> torch.device:
             requested, os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         )
     return torch.device("cpu")
+
+
+def precision_of(dtype: torch.dtype) -> str:
+    """torch dtype -> ``fp32``/``bf16``/``fp16``."""
+    names = {v: k for k, v in DTYPES.items()}
+    if dtype not in names:
+        raise ValueError(f"no precision name for {dtype}; expected one of {', '.join(map(str, names))}")
+    return names[dtype]
 
 
 def resolve_dtype(name: str) -> torch.dtype:

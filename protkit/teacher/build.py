@@ -25,7 +25,7 @@ from protkit.io.atomic import write_json
 from protkit.io.columns import STORE_DTYPES
 from protkit.io.outputs import claim_outputs
 from protkit.io.progress import progress_bar
-from protkit.models.device import resolve_device
+from protkit.models.device import precision_of, resolve_device
 from protkit.models.esmc.model import ESMC
 from protkit.sequences.batching import token_budget_batches
 from protkit.sequences.pooling import TARGET_POOLINGS, TOKENS, pool
@@ -102,7 +102,9 @@ def build_cache(
         rows = part_rows(table[1], part) if part else list(range(len(sequences)))  # the table rows built here
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        fingerprint, parts = cache_fingerprint(weights_sha256, max_length, poolings, store_dtype, tokens, stages)
+        precision = precision_of(next(model.parameters()).dtype)
+        fingerprint, parts = cache_fingerprint(weights_sha256, max_length, poolings, store_dtype, tokens, stages,
+                                               precision)
         check_directory(out_dir, fingerprint, parts)
         if device is not None:
             model.to(resolve_device(device) if isinstance(device, str) else device)
@@ -124,6 +126,7 @@ def build_cache(
             "poolings": list(poolings),
             "store_dtype": store_dtype,
             "tokens": bool(tokens),
+            "precision": precision,
             "max_length": max_length,
             "n_sequences": len(rows),
             "shard_size": shard_size,

@@ -133,9 +133,10 @@ def shard_lists(n_shards: int, tokens: bool, stages: StageOptions = StageOptions
 
 def cache_fingerprint(
     weights_sha256: str, max_length: int, poolings: Iterable[str], store_dtype: str, tokens: bool,
-    stages: StageOptions = StageOptions(),
+    stages: StageOptions = StageOptions(), precision: str = "fp32",
 ) -> tuple[str, dict]:
-    """sha256 hex over everything that changes the cached numbers, and the parts themselves."""
+    """sha256 hex over everything that changes the cached numbers, and the parts themselves
+    (``precision``: the teacher's forward pass, so bf16 and fp32 vectors never share a cache)."""
     parts = {
         "weights_sha256": weights_sha256,
         "tokenizer_vocab": list(VOCAB),
@@ -143,6 +144,7 @@ def cache_fingerprint(
         "poolings": sorted(set(poolings)),
         "store_dtype": store_dtype,
         "tokens": bool(tokens),
+        "precision": precision,
         "protkit_version": VERSION,
         **stages.entries(),
     }

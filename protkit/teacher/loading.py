@@ -9,6 +9,7 @@ import torch
 from protkit.io.digests import file_sha256
 from protkit.io.outputs import claim_outputs
 from protkit.models.device import resolve_device, resolve_dtype
+from protkit.models.precision import resolve_precision
 from protkit.models.esmc.model import ESMC, ESMCConfig
 from protkit.models.esmc.weights import load_esmc, random_esmc, resolve_weights, save_weights
 
@@ -45,7 +46,9 @@ def teacher_from_config(
 
     ``weights``: a preset name (``esmc_300m``/``esmc_600m``, via the Hub cache), a weights file or
     a Hub-like directory. ``random``: the architecture of a random demo teacher whose weights file
-    :func:`write_random_teacher` wrote (needed when its heads are not 64 wide).
+    :func:`write_random_teacher` wrote (needed when its heads are not 64 wide). ``dtype``: a torch dtype or
+    ``fp32``/``bf16``/``fp16``/``auto`` (:func:`~protkit.models.precision.auto_precision`: bf16 on GPUs and
+    on CPUs with bf16 units, fp32 on other CPUs).
     """
     try:
         path = resolve_weights(weights)
@@ -53,10 +56,8 @@ def teacher_from_config(
         hint = " (a random demo teacher: write it first with protkit.teacher.write_random_teacher)" if random else ""
         raise FileNotFoundError(f"{exc}{hint}") from exc
     config = random_teacher_config(random)[0] if random else None
-    model = load_esmc(
-        path,
-        device=resolve_device(device) if isinstance(device, str) else device,
-        dtype=resolve_dtype(dtype) if isinstance(dtype, str) else dtype,
-        config=config,
-    )
+    device = resolve_device(device) if isinstance(device, str) else device
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(resolve_precision(dtype, device, "teacher"))
+    model = load_esmc(path, device=device, dtype=dtype, config=config)
     return model, file_sha256(path)

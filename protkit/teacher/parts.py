@@ -116,9 +116,14 @@ def _part_manifests(part_dirs: Sequence[str | Path]) -> list[tuple[Path, dict]]:
     first_dir, first = found[0]
     for directory, manifest in found[1:]:
         if manifest["fingerprint"] != first["fingerprint"]:
+            ours, theirs = first.get("fingerprint_parts", {}), manifest.get("fingerprint_parts", {})
+            differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+            hint = (" (precision auto on nodes of different CPU classes: set teachers.<t>.precision, or the same "
+                    "PROTKIT_CPU_FLAGS on every node)" if "precision" in differ else "")
             raise FingerprintMismatch(
                 f"teacher cache parts {first_dir} and {directory} have fingerprints {first['fingerprint']} and "
-                f"{manifest['fingerprint']}: built with other teacher weights or settings. Rebuild the stale "
+                f"{manifest['fingerprint']}: built with other teacher weights or settings"
+                f"{' (' + ', '.join(differ) + ')' if differ else ''}{hint}. Rebuild the stale "
                 "part (delete its directory and rerun teacher_cache_part)."
             )
         differ = [key for key in SHARED_KEYS if manifest[key] != first[key]]

@@ -423,15 +423,15 @@ def test_concatenate_is_part_of_the_run_identity(fp32, fasta, tmp_path):
 
 
 def test_auto_backend_runs_the_residue_statistics_in_torch(model_dir):
-    from protkit.embed.loading import choose_backend
+    from protkit.embed.loading import choose_path
 
     cpu = torch.device("cpu")
-    for pooling in ("std", "var", "median", "norm"):
-        assert choose_backend("auto", cpu, "fp32", per_residue=False, fp32_student=True,
-                              poolings=["mean", pooling]) == "torch"
+    for precision in ("fp32", "auto"):
+        for pooling in ("std", "var", "median", "norm"):
+            assert choose_path("auto", precision, cpu, False, False, True, ["mean", pooling]) == ("torch", "fp32")
     assert load_embedder(model_dir, device="cpu", poolings=["cls", "median"]).backend == "torch"
     assert load_embedder(model_dir, device="cpu", poolings=["mean+std"]).backend == "torch"
-    assert choose_backend("torch", cpu, "fp32", per_residue=False, fp32_student=True, poolings=["mean"]) == "torch"
+    assert choose_path("torch", "fp32", cpu, False, False, True, ["mean"]) == ("torch", "fp32")
 
 
 def test_onnxruntime_backend_refuses_the_residue_statistics(model_dir, fasta, tmp_path, capsys):

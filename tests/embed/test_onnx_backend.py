@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from protkit.cli.main import main
-from protkit.embed.loading import choose_backend, load_embedder
+from protkit.embed.loading import choose_path, load_embedder
 from protkit.io.metadata import read_protkit_metadata
 from protkit.onnx.session import read_onnx_metadata
 from protkit.sequences.fasta import write_fasta
@@ -106,12 +106,14 @@ def test_the_export_holds_only_the_poolings_asked_for(model_dir, protkit_cache) 
 def test_per_residue_and_low_precision_choose_torch(model_dir) -> None:
     import torch
 
-    cpu = torch.device("cpu")
-    assert choose_backend("auto", cpu, "fp32", per_residue=False, fp32_student=True) == "onnxruntime"
-    assert choose_backend("auto", cpu, "fp32", per_residue=True, fp32_student=True) == "torch"
-    assert choose_backend("auto", cpu, "bf16", per_residue=False, fp32_student=True) == "torch"
-    assert choose_backend("auto", cpu, "fp32", per_residue=False, fp32_student=False) == "torch"
-    assert choose_backend("auto", torch.device("cuda"), "fp32", per_residue=False, fp32_student=True) == "torch"
+    def backend(device: str = "cpu", precision: str = "fp32", per_residue: bool = False, fp32_student: bool = True):
+        return choose_path("auto", precision, torch.device(device), False, per_residue, fp32_student)[0]
+
+    assert backend() == "onnxruntime" and backend(precision="auto") == "onnxruntime"
+    assert backend(per_residue=True) == "torch"
+    assert backend(precision="bf16") == "torch"
+    assert backend(fp32_student=False) == "torch"
+    assert backend(device="cuda") == "torch"
     assert load_embedder(model_dir, device="cpu", per_residue=True).backend == "torch"
 
 

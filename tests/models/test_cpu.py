@@ -48,3 +48,4 @@ def test_version_names_the_cpu_and_its_class() -> None:
     done = subprocess.run([sys.executable, "-m", "protkit", "--version"], capture_output=True, text=True, check=True)
     lines = done.stdout.splitlines()
     assert lines[0].startswith("protkit ") and lines[1] == f"CPU: {this_cpu().describe()}"
+    assert lines[2] == "auto on this CPU: students on onnxruntime fp32 (--int8: onnxruntime int8), the teacher in fp32"
