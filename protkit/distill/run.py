@@ -30,6 +30,8 @@ from protkit.distill.staged import CachedStages, StageTargetSource, TeacherStage
 from protkit.distill.store import TargetStore, target_store
 from protkit.io.digests import json_sha256
 from protkit.io.outputs import claim_outputs
+from protkit.models.device import DTYPES
+from protkit.models.precision import resolve_precision
 from protkit.teacher.layout import StageOptions, read_manifest
 from protkit.teacher.loading import teacher_from_config
 from protkit.teacher.read import StageTokenTargets, load_token_targets
@@ -102,15 +104,17 @@ def stage_source(settings: VariantSettings, cache_dir: str | Path, manifest: dic
     if teacher is None:
         raise ValueError(f"{key}.training.stage_targets is 'teacher' but no teacher was given to run beside the "
                          "student")
+    precision = teacher.get("precision", "auto")  # resolved for the device training runs on (on_device)
     model, weights_sha256 = teacher_from_config(teacher["weights"], random=teacher.get("random"), device="cpu",
-                                                dtype=teacher.get("precision", "auto"))
+                                                dtype="fp32")
     try:
         layers = stage_layers_for(teacher["weights"], model.config.n_layers, training.teacher_layers)
     except ValueError as err:
         raise ValueError(f"{key}.training.teacher_layers: {err}") from None
 
     def on_device(device: torch.device) -> StageTargetSource:
-        return TeacherStages(model.to(device), layers)
+        dtype = DTYPES[resolve_precision(precision, device, "teacher")]
+        return TeacherStages(model.to(device=device, dtype=dtype), layers)
 
     return on_device, ["teacher", weights_sha256, list(layers)]
 

@@ -148,3 +148,27 @@ def test_the_stages_objective_needs_a_v1_student():
     facts = CacheFacts(64, "tiny", MAX_LENGTH, ["cls", "mean"], False, tuple(LAYERS), True)
     with pytest.raises(ValueError, match=r"v\.training\.objective 'stages' trains ProtHash 1\.0 students only"):
         variant_settings(config, facts, "v")
+
+
+def test_the_teacher_beside_the_student_takes_auto_precision_on_the_training_device(teacher_files, monkeypatch):
+    """``precision: auto`` resolves where the teacher runs: bf16 on a CPU with bf16 units, fp32 without."""
+    from protkit.distill.run import stage_source
+    from protkit.models.cpu import FLAGS_ENV, this_cpu
+    from protkit.teacher.layout import read_manifest
+
+    manifest = read_manifest(teacher_files["plain"])
+    cache = CacheFacts(int(manifest["d_model"]), manifest.get("teacher"), manifest["max_length"],
+                       manifest["poolings"], False)
+    settings = variant_settings(variant(stage_targets="teacher", teacher_layers=LAYERS), cache)
+    teacher = {**teacher_files["teacher"], "precision": "auto"}
+    dtypes = {}
+    try:
+        for flags in ("avx2", "avx2 avx512_bf16 amx_bf16"):
+            monkeypatch.setenv(FLAGS_ENV, flags)
+            this_cpu.cache_clear()
+            on_device, origin = stage_source(settings, teacher_files["plain"], manifest, teacher, "variants.v1")
+            dtypes[flags] = next(on_device(torch.device("cpu")).teacher.parameters()).dtype
+    finally:
+        this_cpu.cache_clear()
+    assert dtypes == {"avx2": torch.float32, "avx2 avx512_bf16 amx_bf16": torch.bfloat16}
+    assert origin[0] == "teacher"
