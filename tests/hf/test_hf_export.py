@@ -68,14 +68,22 @@ keep = token_labels != -100
 manual = torch.nn.functional.cross_entropy(result.logits[keep], token_labels[keep])
 checks["token_loss_vs_manual"] = abs(float(result.loss) - float(manual))
 from peft import LoraConfig, get_peft_model
+torch.manual_seed(0)
 head = AutoModelForSequenceClassification.from_pretrained(student, trust_remote_code=True, num_labels=2)
 lora = get_peft_model(head, LoraConfig(target_modules="all-linear", modules_to_save=["classifier"], r=4))
 optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
-losses, labels = [], torch.arange(n) % 2
+labels = torch.arange(n) % 2
+def eval_loss():  # without dropout, so the two losses differ only by what training changed
+    lora.eval()
+    with torch.no_grad():
+        loss = float(lora(**batch, labels=labels).loss)
+    lora.train()
+    return loss
+torch.manual_seed(0)
+before = eval_loss()
 for _ in range(15):
-    loss = lora(**batch, labels=labels).loss
-    loss.backward(); optimizer.step(); optimizer.zero_grad(); losses.append(float(loss))
-checks["lora_losses"] = [losses[0], losses[-1]]
+    lora(**batch, labels=labels).loss.backward(); optimizer.step(); optimizer.zero_grad()
+checks["lora_losses"] = [before, eval_loss()]
 checks["lora_trainable"] = sum(p.numel() for p in lora.parameters() if p.requires_grad)
 checks["all_params"] = sum(p.numel() for p in lora.parameters())
 model.save_pretrained(out + ".resaved")
