@@ -72,18 +72,12 @@ torch.manual_seed(0)
 head = AutoModelForSequenceClassification.from_pretrained(student, trust_remote_code=True, num_labels=2)
 lora = get_peft_model(head, LoraConfig(target_modules="all-linear", modules_to_save=["classifier"], r=4))
 optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
-labels = torch.arange(n) % 2
-def eval_loss():  # without dropout, so the two losses differ only by what training changed
-    lora.eval()
-    with torch.no_grad():
-        loss = float(lora(**batch, labels=labels).loss)
-    lora.train()
-    return loss
-torch.manual_seed(0)
-before = eval_loss()
+losses, labels = [], torch.arange(n) % 2
 for _ in range(15):
-    lora(**batch, labels=labels).loss.backward(); optimizer.step(); optimizer.zero_grad()
-checks["lora_losses"] = [before, eval_loss()]
+    loss = lora(**batch, labels=labels).loss
+    loss.backward(); optimizer.step(); optimizer.zero_grad(); losses.append(float(loss))
+with torch.no_grad():  # the loss after the last step, not before it
+    checks["lora_losses"] = [losses[0], float(lora(**batch, labels=labels).loss)]
 checks["lora_trainable"] = sum(p.numel() for p in lora.parameters() if p.requires_grad)
 checks["all_params"] = sum(p.numel() for p in lora.parameters())
 model.save_pretrained(out + ".resaved")
